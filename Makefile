@@ -1,0 +1,48 @@
+# shoal — two commands on a fresh machine:
+#   make run    set up .venv and start shoal (web UI + API) on the embedded model
+#   make test   set up .venv and run the whole test suite
+#
+# Set-up is incremental: .venv is created once and re-synced when
+# pyproject.toml changes. llama-cpp-python compiles once (~10 min on
+# 2 cores); pip caches the wheel in ~/.cache/pip for every later install.
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.shoal-installed
+NPROC  := $(shell nproc 2>/dev/null || echo 2)
+
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(NPROC)
+export PIP_DISABLE_PIP_VERSION_CHECK = 1
+
+.PHONY: run test install clean chromium
+
+run: $(STAMP)
+	$(BIN)/shoal up
+
+test: $(STAMP) chromium
+	$(BIN)/python -m pytest
+
+# the browser tests drive Debian's Chromium (Playwright's own download is not
+# available here); install it when it is missing
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "==> installing Debian's chromium for the browser tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+install: $(STAMP)
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=/path/to/python3.11'"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip wheel setuptools
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	@echo "==> installing shoal and its dependencies into $(VENV) (llama-cpp-python compiles once, ~10 min)"
+	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install -e '.[test]'
+	@touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info src/*.egg-info

@@ -1,0 +1,167 @@
+"""Memory search latency at 10k, 100k and 1M memories in one user's scope.
+
+Builds one user's memory store up to each size and times ``MemoryStore.search``
+— the full hybrid search the swarm runs: query embedding, binary-quantised
+KNN over the user's partition with float32 re-scoring of every candidate's
+vectors, two BM25 queries, recency, fusion. Baseline in the same run: exact
+float32 KNN over the same vectors with sqlite-vec (no binary first pass, no
+keywords).
+
+Memories are real LoCoMo turns embedded with MiniLM, then, to reach a
+million, copies of them with their vectors perturbed (so the vector space
+keeps realistic clusters) and their texts shuffled from the same vocabulary:
+latency depends on counts and distributions, not on meaning. Queries are
+LoCoMo questions. Also reports the process's memory and the database size.
+
+    .venv/bin/python bench/memory_scale.py                  # 10k, 100k, 1M
+    .venv/bin/python bench/memory_scale.py --sizes 10000 100000 --queries 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from memory_locomo import DATA, turns_of
+
+console = Console(stderr=True)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, max(0, round(p / 100 * (len(values) - 1))))]
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, float]:
+    from shoal.memory.store import MemoryStore, NewMemory
+    from shoal.store.conversations import ConversationStore
+    from shoal.store.db import Database, now
+
+    rng = np.random.default_rng(7)
+    random.seed(7)
+    samples = json.loads(DATA.read_text())
+    texts = [f"{t['speaker']}: {t['text']}" for s in samples for t in turns_of(s)]
+    questions = [q["question"] for s in samples for q in s["qa"] if q.get("category") in (1, 2, 3, 4)]
+    random.shuffle(questions)
+    questions = questions[: args.queries]
+    vocab = sorted({w for t in texts for w in t.split()})
+
+    tmp = tempfile.TemporaryDirectory(prefix="shoal-scale-", dir=args.dir)
+    db_path = Path(args.keep) if args.keep else Path(tmp.name) / "scale.db"
+    db = await Database(db_path).open()
+    store = MemoryStore(db)
+    user = await ConversationStore(db).ensure_user("scale")
+    console.print("embedding the base texts and the queries (MiniLM)…")
+    await store.embedder.warm_up()
+    base = await store.embedder.embed(texts)
+    qvecs = await store.embedder.embed(questions)
+    await db.write(lambda c: c.execute("CREATE VIRTUAL TABLE baseline USING vec0(emb float[384] distance_metric=cosine)"))
+
+    sizes = sorted(args.sizes)
+    have = 0
+    results: dict[int, dict[str, float]] = {}
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        for size in sizes:
+            task = progress.add_task(f"build to {size:,}", total=size - have)
+            while have < size:
+                n = min(args.batch, size - have)
+                items, vecs = [], []
+                for i in range(have, have + n):
+                    j = i % len(texts)
+                    if i < len(texts):
+                        text, vec = texts[j], base[j]
+                    else:
+                        words = texts[j].split()
+                        random.shuffle(words)
+                        text = " ".join(words[:3] + random.sample(vocab, 2) + words[3:])
+                        vec = base[j] + rng.normal(0, 0.04, 384).astype(np.float32)
+                        vec /= np.linalg.norm(vec)
+                    items.append(NewMemory(user.id, "raw", text, sources=[f"m{i}"], created_at=1.7e9 + i))
+                    vecs.append(vec.astype(np.float32))
+
+                def write(c, items=items, vecs=vecs):  # type: ignore[no-untyped-def]
+                    t = now()
+                    for it, v in zip(items, vecs):
+                        store._insert(c, it, [("text", "self", None, v)], t)
+                    c.executemany(
+                        "INSERT INTO baseline (emb) VALUES (?)", [(v.tobytes(),) for v in vecs]
+                    )
+
+                await db.write(write)
+                have += n
+                progress.advance(task, n)
+            qtask = progress.add_task(f"search at {size:,}", total=len(questions))
+            shoal_ms, base_ms = [], []
+            store.embedder._cache.clear()  # each search embeds its query, as in the swarm
+            for q, qv in zip(questions, qvecs):
+                t0 = time.perf_counter()
+                await store.search(user.id, q, limit=10)
+                shoal_ms.append((time.perf_counter() - t0) * 1000)
+                t0 = time.perf_counter()
+                await db.read(
+                    lambda c, qv=qv: c.execute(
+                        "SELECT rowid, distance FROM baseline WHERE emb MATCH ? AND k = 10", (qv.tobytes(),)
+                    ).fetchall()
+                )
+                base_ms.append((time.perf_counter() - t0) * 1000)
+                progress.advance(qtask)
+            size_mb = sum(f.stat().st_size for f in db_path.parent.glob(db_path.name + "*")) / 2**20
+            results[size] = {
+                "p50": pct(shoal_ms, 50), "p95": pct(shoal_ms, 95), "base_p50": pct(base_ms, 50),
+                "base_p95": pct(base_ms, 95), "rss": rss_mb(), "db_mb": size_mb,
+            }
+    await db.close()
+    tmp.cleanup()
+
+    table = Table(title=f"memory search in one scope ({len(questions)} queries)")
+    for col in ("memories", "shoal p50 ms", "shoal p95 ms", "exact KNN p50 ms", "exact KNN p95 ms", "process RSS MB", "database MB"):
+        table.add_column(col, justify="right")
+    for size, r in results.items():
+        table.add_row(f"{size:,}", f"{r['p50']:.1f}", f"{r['p95']:.1f}", f"{r['base_p50']:.1f}", f"{r['base_p95']:.1f}",
+                      f"{r['rss']:.0f}", f"{r['db_mb']:.0f}")
+    console.print(table)
+    figures: dict[str, float] = {}
+    for size, r in results.items():
+        tag = {10_000: "10k", 100_000: "100k", 1_000_000: "1m"}.get(size, str(size))
+        figures[f"p50_ms_{tag}"] = round(r["p50"], 2)
+        figures[f"p95_ms_{tag}"] = round(r["p95"], 2)
+        figures[f"exact_p95_ms_{tag}"] = round(r["base_p95"], 2)
+        figures[f"p95_vs_exact_{tag}"] = round(r["p95"] / r["base_p95"], 3)
+        figures[f"rss_mb_{tag}"] = round(r["rss"])
+    return figures
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="Memory search latency at scale, in one user's scope.")
+    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--batch", type=int, default=20_000, help="memories per write transaction while building")
+    p.add_argument("--dir", default=os.environ.get("TMPDIR"), help="where the temporary database goes")
+    p.add_argument("--keep", help="keep the database at this path (to profile it later)")
+    figures = asyncio.run(main_async(p.parse_args()))
+    print(" ".join(f"{k}: {v}" for k, v in figures.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""Websocket load: many concurrent sessions chatting through `shoal up`.
+
+Starts `shoal up` (a real server process) in a temporary SHOAL_HOME with all
+bots pointed at bench/upstream.py — a stub OpenAI-compatible server that
+streams canned tokens without inference, *the cheapest backend this bench can
+run*, so the figures measure shoal's server, mesh, journal and websocket
+fan-out, not a model. Then N websocket clients (one conversation each) send
+turns one after another, waiting for each reply to finish.
+
+Fan-out latency = time from an event's creation by a bot (its ``ts``) to its
+arrival at the client. Baseline, in the same run: the same workload with a
+single session.
+
+    .venv/bin/python bench/ws_load.py                 # 200 sessions x 3 turns
+    .venv/bin/python bench/ws_load.py --sessions 20 --turns 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import websockets
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+console = Console(stderr=True)
+
+CONFIG = """
+[[servers]]
+name = "stub"
+kind = "openai"
+url = "http://127.0.0.1:{upstream}"
+models = ["bench"]
+
+[[bots]]
+name = "conversation"
+role = "conversation"
+server = "stub"
+
+[[bots]]
+name = "primary"
+role = "primary"
+server = "stub"
+
+[[bots]]
+name = "thinker"
+role = "thinker"
+server = "stub"
+
+[[bots]]
+name = "memory"
+role = "memory"
+server = "stub"
+
+[routing]
+always = ["memory"]
+
+[[routing.rules]]
+name = "everything"
+when = "always"
+send = ["thinker"]
+
+[server]
+login_attempts_per_minute = 1000
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    k = min(len(values) - 1, max(0, round(p / 100 * (len(values) - 1))))
+    return values[k]
+
+
+class Stack:
+    """The stub upstream and `shoal up`, as separate processes."""
+
+    def __init__(self, tokens: int) -> None:
+        self.tmp = tempfile.TemporaryDirectory(prefix="shoal-wsload-")
+        self.home = Path(self.tmp.name)
+        self.up_port = free_port()
+        self.port = free_port()
+        (self.home / "shoal.toml").write_text(CONFIG.format(upstream=self.up_port))
+        self.env = {**os.environ, "SHOAL_HOME": str(self.home), "COLUMNS": "200"}
+        self.upstream = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "upstream.py"), "--port", str(self.up_port), "--tokens", str(tokens)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "shoal", "up", "--port", str(self.port)],
+            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        out = ""
+        deadline = time.monotonic() + 120
+        assert self.server.stdout is not None
+        while "password:" not in out and time.monotonic() < deadline:
+            line = self.server.stdout.readline()
+            if not line:
+                raise RuntimeError(f"shoal up exited:\n{out}")
+            out += line
+        self.password = re.search(r"password:\s+(\S+)", out).group(1)  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{self.port}"
+        with httpx.Client(base_url=self.url) as c:
+            r = c.post("/api/auth/login", json={"name": "admin", "password": self.password})
+            r.raise_for_status()
+            self.token = c.post("/api/tokens", json={"name": "bench"}, cookies=r.cookies).json()["token"]
+
+    def close(self) -> None:
+        for p in (self.server, self.upstream):
+            p.send_signal(signal.SIGINT)
+        for p in (self.server, self.upstream):
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if self.server.stdout:
+            self.server.stdout.close()
+        self.tmp.cleanup()
+
+
+async def session(stack: Stack, turns: int, stats: dict[str, Any], progress: Progress, task: Any) -> None:
+    headers = {"Authorization": f"Bearer {stack.token}"}
+    try:
+        async with httpx.AsyncClient(base_url=stack.url, headers=headers, timeout=60) as http:
+            conv = (await http.post("/api/conversations", json={})).json()["id"]
+        async with websockets.connect(f"ws://127.0.0.1:{stack.port}/ws", additional_headers=headers, max_size=2**22, open_timeout=60, compression=None) as ws:
+            await ws.recv()  # welcome
+            await ws.send(json.dumps({"type": "subscribe", "conversation": conv}))
+            for t in range(turns):
+                sent = time.time()
+                await ws.send(json.dumps({"type": "send", "conversation": conv, "text": f"Question {t}: how are you?"}))
+                turn = None
+                settled = replied = False
+                while not (settled and replied):
+                    f = json.loads(await asyncio.wait_for(ws.recv(), 120))
+                    now = time.time()
+                    if f["type"] == "error":
+                        stats["errors"] += 1
+                        return
+                    if f["type"] == "ack":
+                        turn = f["message_id"]
+                    if f["type"] != "event":
+                        continue
+                    stats["fanout_ms"].append((now - f["ts"]) * 1000)
+                    stats["events"] += 1
+                    if f.get("turn") == turn and f["kind"] == "reply.end" and not f.get("interjection"):
+                        replied = True
+                        stats["turn_ms"].append((now - sent) * 1000)
+                    if f.get("turn") == turn and f["kind"] == "turn.settled":
+                        settled = True
+                        stats["settle_ms"].append((now - sent) * 1000)
+                progress.advance(task)
+    except Exception as exc:  # a failed session is counted, not fatal
+        stats["errors"] += 1
+        stats["failures"].append(f"{type(exc).__name__}: {exc}")
+
+
+async def run(stack: Stack, sessions: int, turns: int, label: str) -> dict[str, Any]:
+    stats: dict[str, Any] = {"fanout_ms": [], "turn_ms": [], "settle_ms": [], "events": 0, "errors": 0, "failures": []}
+    with Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task(label, total=sessions * turns)
+        t0 = time.monotonic()
+        await asyncio.gather(*(session(stack, turns, stats, progress, task) for _ in range(sessions)))
+        stats["seconds"] = time.monotonic() - t0
+    return stats
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="Websocket load through `shoal up` with a stub model.")
+    p.add_argument("--sessions", type=int, default=200)
+    p.add_argument("--turns", type=int, default=3, help="turns per session, one after another")
+    p.add_argument("--tokens", type=int, default=16, help="tokens the stub streams per reply")
+    a = p.parse_args()
+    console.print(
+        "[yellow]model replaced[/] by bench/upstream.py, a stub OpenAI-compatible server that streams "
+        f"{a.tokens} canned tokens without inference: figures measure shoal, not a model."
+    )
+    stack = Stack(a.tokens)
+    try:
+        base = asyncio.run(run(stack, 1, a.turns, "baseline: 1 session"))
+        load = asyncio.run(run(stack, a.sessions, a.turns, f"{a.sessions} sessions"))
+    finally:
+        stack.close()
+    table = Table("run", "sessions", "turns", "events", "errors", "fan-out p50 ms", "fan-out p99 ms", "turn p50 ms", "turn p99 ms", "events/s")
+    for label, n, s in (("baseline", 1, base), ("load", a.sessions, load)):
+        table.add_row(
+            label, str(n), str(len(s["turn_ms"])), str(s["events"]), str(s["errors"]),
+            f"{pct(s['fanout_ms'], 50):.1f}", f"{pct(s['fanout_ms'], 99):.1f}",
+            f"{pct(s['turn_ms'], 50):.0f}", f"{pct(s['turn_ms'], 99):.0f}", f"{s['events'] / s['seconds']:.0f}",
+        )
+    console.print(table)
+    console.print(f"background settled: p50 {pct(load['settle_ms'], 50):.0f} ms, p99 {pct(load['settle_ms'], 99):.0f} ms")
+    for f in load["failures"][:5]:
+        console.print(f"[red]failure:[/] {f}")
+    figures = {
+        "sessions": a.sessions,
+        "turns": len(load["turn_ms"]),
+        "errors": load["errors"],
+        "fanout_p50_ms": round(pct(load["fanout_ms"], 50), 2),
+        "fanout_p99_ms": round(pct(load["fanout_ms"], 99), 2),
+        "baseline_fanout_p99_ms": round(pct(base["fanout_ms"], 99), 2),
+        "fanout_p99_vs_baseline": round(pct(load["fanout_ms"], 99) / max(pct(base["fanout_ms"], 99), 1e-9), 2),
+        "turn_p50_ms": round(pct(load["turn_ms"], 50), 1),
+        "events_per_s": round(load["events"] / load["seconds"], 1),
+    }
+    print(" ".join(f"{k}: {v}" for k, v in figures.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,277 @@
+"""The memory bot: notes every message, extracts grounded facts, recalls, crushes.
+
+Per user turn routed to it:
+
+1. layer 1 — a raw note of the message, embedded at once;
+2. facts about the user from rules and from the model (schema-constrained,
+   one retry, then dropped and counted), each grounded in the message and
+   stored as the clause the user said, with provenance; a new value for a
+   single-valued attribute supersedes the old fact, which stays as history;
+   with ``memory.consent = "ask"`` facts wait for the user's yes;
+3. older facts that bear on this turn (the primary may say "I remember ...");
+4. crush: once ``memory.crush_after`` messages have scrolled out of the
+   conversation bot's history, they are summarised into one memory and into
+   the conversation's running summary, which the conversation bot keeps in
+   its instruction. The messages themselves stay in the store.
+
+Assistant replies are noted too. Recall queries are answered at once, without
+waiting for extraction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Any, ClassVar
+
+from shoal.errors import ShoalError
+from shoal.memory.pipeline import ModelExtractor, ingest
+from shoal.memory.store import Memory, keywords
+from shoal.runtime.bot import Bot
+from shoal.runtime.messages import (
+    Ack,
+    ConsentDecision,
+    MemoryConsent,
+    MemoryDone,
+    MemoryItem,
+    MemoryProposed,
+    MemoryRejected,
+    MemoryWrite,
+    RecallQuery,
+    RecallResult,
+    ReplyEnd,
+    Route,
+)
+from shoal.store.db import Conn
+from shoal.types import ChatMessage, Priority
+
+log = logging.getLogger(__name__)
+
+#: a recalled fact "bears on" a turn when it shares a content word or is this similar
+BEARING_SIMILARITY = 0.55
+
+
+def item(m: Memory, supersedes: str | None = None) -> MemoryItem:
+    return MemoryItem(
+        id=m.id,
+        kind=m.kind,
+        text=m.text,
+        attribute=m.attribute,
+        value=m.value,
+        sources=m.sources,
+        method=m.method,
+        supersedes=supersedes or m.supersedes,
+    )
+
+
+class MemoryBot(Bot):
+    role: ClassVar[str] = "memory"
+    priority: ClassVar[Priority] = Priority.MEMORY
+    subscribes: ClassVar[tuple[str, ...]] = ("conv.*.route", "conv.*.reply")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # one turn at a time per user: a later "I moved to York" must supersede
+        # an earlier "I live in Leeds", not race it; different users run in parallel
+        self._serial: dict[str, asyncio.Lock] = {}
+        self.extractor = ModelExtractor(
+            self.backend if self.config.server in self.ctx.backends else None,  # type: ignore[arg-type]
+            model=self.config.model,
+            instruction=self.config.instruction,
+            max_tokens=self.config.max_tokens,
+            owner=self.name,
+        )
+
+    @property
+    def invalid_outputs(self) -> int:
+        return self.extractor.invalid
+
+    @property
+    def dropped_outputs(self) -> int:
+        return self.extractor.dropped
+
+    @property
+    def write_scope(self) -> str | None:
+        """Where this bot's memories go: None means it may not write any."""
+        if "user" in self.config.memory.write:
+            return "user"
+        if "bot" in self.config.memory.write:
+            return "bot"
+        return None
+
+    # -- handlers -----------------------------------------------------------------
+    async def on_route(self, ev: Route) -> None:
+        if self.name in ev.targets and ev.turn:
+            self.tasks.spawn(self._ingest(ev), name=f"ingest:{ev.turn}")
+
+    async def on_reply_end(self, ev: ReplyEnd) -> None:
+        if ev.status != "complete" or not ev.text or self.write_scope is None:
+            return
+        self.tasks.spawn(self._note_reply(ev), name=f"note:{ev.message_id}")
+
+    async def _note_reply(self, ev: ReplyEnd) -> None:
+        conv = await self.ctx.conversations.get_conversation(ev.conversation)
+        # the same per-user lock as ingestion: notes are written in message order,
+        # each indexed with the one before it as context
+        async with self._serial.setdefault(conv.user_id, asyncio.Lock()):
+            previous = await self.ctx.memories.latest_raw(conv.user_id, ev.conversation)
+            await self.ctx.memories.add(
+                conv.user_id,
+                "raw",
+                ev.text,
+                sources=[ev.message_id],
+                method=f"reply by {ev.bot}",
+                conversation_id=ev.conversation,
+                bot=self.name if self.write_scope == "bot" else None,
+                before=previous.text if previous else None,
+                previous=previous.id if previous else None,
+            )
+
+    async def on_recall_query(self, q: RecallQuery) -> RecallResult:
+        """Memories the asking bot may read: the user's ("user" scope) and its own ("bot" scope)."""
+        try:
+            asker = self.ctx.config.bot(q.bot) if q.bot else self.config
+        except ShoalError:
+            return RecallResult()
+        scopes = set(asker.memory.read)
+        if not scopes:
+            return RecallResult()
+        bots: list[str | None] = ([None] if "user" in scopes else []) + ([asker.name] if "bot" in scopes else [])
+        found = await self.ctx.memories.search(
+            q.user_id, q.text, limit=q.limit, bots=bots, exclude_raw_from=q.visible, wait_for_vectors=False
+        )
+        return RecallResult(items=[item(m) for m in found])
+
+    async def on_consent_decision(self, d: ConsentDecision) -> Ack:
+        stored = await self.ctx.memories.settle_pending(d.pending_ids, approve=d.approved)
+        log.info("memory consent in %s: %s %s (%s)", d.conversation, "stored" if d.approved else "dropped", d.pending_ids, d.reason)
+        await self.emit(MemoryConsent(conversation=d.conversation, pending_ids=d.pending_ids, approved=d.approved, reason=d.reason))
+        for m, old in stored:
+            await self.emit(MemoryWrite(conversation=d.conversation, item=item(m, old.id if old else None)))
+        return Ack(detail=f"{len(stored)} stored")
+
+    # -- ingestion ------------------------------------------------------------------
+    async def _ingest(self, ev: Route) -> None:
+        assert ev.turn is not None
+        store = self.ctx.conversations
+        conv = await store.get_conversation(ev.conversation)
+        user_id = conv.user_id
+        scope = self.write_scope
+        if scope is None:
+            await self.emit(MemoryDone(conversation=conv.id, turn=ev.turn))
+            return
+        cfg = self.ctx.config.memory
+        async with self._serial.setdefault(user_id, asyncio.Lock()):
+            msg = await store.get_message(ev.turn)
+            result = await ingest(
+                self.ctx.memories,
+                user_id=user_id,
+                conversation_id=conv.id,
+                message_id=msg.id,
+                text=msg.content,
+                previous=await self.ctx.memories.latest_raw(user_id, conv.id),
+                extractor=self.extractor if cfg.extract_with_model and self.extractor.backend else None,
+                consent=cfg.consent,
+                bot=self.name if scope == "bot" else None,
+            )
+            written = []
+            if result.raw is not None:
+                written.append(result.raw.id)
+                await self.emit(MemoryWrite(conversation=conv.id, turn=ev.turn, item=item(result.raw)))
+            for cand, reason in result.rejected:
+                await self.emit(
+                    MemoryRejected(
+                        conversation=conv.id,
+                        turn=ev.turn,
+                        candidate={"attribute": cand.attribute, "value": cand.value, "method": cand.method},
+                        reason=reason,
+                    )
+                )
+            if result.proposed:
+                await self.emit(
+                    MemoryProposed(
+                        conversation=conv.id,
+                        turn=ev.turn,
+                        pending=[{k: p[k] for k in ("id", "attribute", "value", "text")} for p in result.proposed],
+                    )
+                )
+            for m, old in result.facts:
+                written.append(m.id)
+                await self.emit(MemoryWrite(conversation=conv.id, turn=ev.turn, item=item(m, old.id if old else None)))
+            recalled = await self._bearing_on(user_id, msg.content, exclude={m.id for m in [result.raw] if m} | set(written), source=msg.id)
+            await self.emit(MemoryDone(conversation=conv.id, turn=ev.turn, written=written, recalled=recalled))
+        if cfg.crush_after:
+            try:
+                await self._crush(conv.id, user_id)
+            except ShoalError as exc:
+                log.warning("could not summarise %s: %s", conv.id, exc)
+
+    async def _bearing_on(self, user_id: str, text: str, *, exclude: set[str], source: str) -> list[MemoryItem]:
+        """Older facts that share a content word with this message or are close to it."""
+        if not keywords(text):
+            return []
+        found = await self.ctx.memories.search(
+            user_id, text, limit=5, kinds=("fact",), bots=[None], exclude=exclude, exclude_sources=[source]
+        )
+        return [item(m) for m in found if "keyword" in m.why or m.similarity >= BEARING_SIMILARITY][:3]
+
+    # -- crushing -------------------------------------------------------------------
+    async def _crush(self, conversation: str, user_id: str) -> None:
+        """Summarise messages that have scrolled out of the conversation bot's history."""
+        cfg = self.ctx.config.memory
+        window = max((b.history for b in self.ctx.config.bots_with_role("conversation")), default=12)
+
+        def pending(c: Conn) -> tuple[str, list[Any]]:
+            row = c.execute("SELECT summary, summarized_until FROM conversations WHERE id = ?", (conversation,)).fetchone()
+            after = row["summarized_until"] or ""
+            older = c.execute(
+                "SELECT id, role, content FROM messages WHERE conversation_id = ? AND id > ? AND id NOT IN"
+                " (SELECT id FROM messages WHERE conversation_id = ? ORDER BY id DESC LIMIT ?) ORDER BY id",
+                (conversation, after, conversation, window),
+            ).fetchall()
+            return row["summary"], older
+
+        summary, older = await self.ctx.conversations.db.read(pending)
+        if len(older) < cfg.crush_after:
+            return
+        text = await self.summarise(older)
+        ids = [r["id"] for r in older]
+        m, _ = await self.ctx.memories.add(
+            user_id, "summary", text, sources=ids, method="crush", conversation_id=conversation,
+            bot=self.name if self.write_scope == "bot" else None,
+        )
+        running = (summary + " " + text).strip()
+        if len(running) > cfg.summary_chars:
+            # keep the most recent part whole: cut at a sentence boundary
+            cut = running[-cfg.summary_chars :]
+            running = cut[cut.find(". ") + 2 :] if ". " in cut else cut
+        await self.ctx.conversations.set_summary(conversation, running, until=ids[-1])
+        await self.emit(MemoryWrite(conversation=conversation, item=item(m)))
+
+    async def summarise(self, rows: list[Any]) -> str:
+        """A short summary grounded in the messages; an extractive one if the model's is not."""
+        transcript = "\n".join(f"{r['role']}: {r['content']}" for r in rows)
+        source_words = keywords(transcript)
+        try:
+            out = await self.complete(
+                self.request(
+                    [
+                        ChatMessage("system", "Summarise the conversation below in two or three short sentences. Only state what was said."),
+                        ChatMessage("user", transcript[-6000:]),
+                    ],
+                    max_tokens=120,
+                    temperature=0.0,
+                )
+            )
+            kept = [
+                s.strip()
+                for s in re.split(r"(?<=[.!?])\s+", out.text)
+                if keywords(s) and len(keywords(s) & source_words) / len(keywords(s)) >= 0.7
+            ]
+        except ShoalError:
+            kept = []
+        if kept:
+            return " ".join(kept)
+        said = [r["content"].strip() for r in rows if r["role"] == "user"]
+        return "The user said: " + " / ".join(s[:160] for s in said)

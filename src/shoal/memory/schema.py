@@ -1,0 +1,94 @@
+"""Schema of the memory store (registered with the shared migration list)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shoal.store.migrations import migration, run_script
+
+
+@migration
+def m002_memories(conn: Any) -> None:
+    run_script(
+        conn,
+        """
+        CREATE TABLE memories (
+            id TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            bot TEXT,
+            conversation_id TEXT,
+            kind TEXT NOT NULL CHECK (kind IN ('raw', 'fact', 'summary', 'observation')),
+            text TEXT NOT NULL,
+            attribute TEXT,
+            value TEXT,
+            sources TEXT NOT NULL DEFAULT '[]',
+            method TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            superseded_by TEXT,
+            content_hash TEXT NOT NULL
+        );
+        CREATE INDEX memories_scope ON memories(user_id, kind, superseded_by);
+        CREATE INDEX memories_attribute ON memories(user_id, attribute);
+        """
+    )
+
+
+@migration
+def m004_memory_search(conn: Any) -> None:
+    """Full-text and vector indexes beside the memories table, and pending facts.
+
+    A memory has several vectors (channels): its text, its text with the
+    message before it, with the message after it (added when that arrives),
+    and one per sentence of a longer text. ``memory_vectors`` holds them as
+    float32 for exact scoring; ``memory_vec`` holds the same rows
+    binary-quantised, partitioned by user, for a fast first pass.
+    """
+    from shoal.store.sqlite import vec_available
+
+    run_script(
+        conn,
+        """
+        ALTER TABLE memories ADD COLUMN supersedes TEXT;
+        CREATE VIRTUAL TABLE memory_fts USING fts5(
+            text, context, memory_id UNINDEXED, user_id UNINDEXED, tokenize = 'porter unicode61'
+        );
+        INSERT INTO memory_fts (text, context, memory_id, user_id) SELECT text, '', id, user_id FROM memories;
+        CREATE TABLE memory_vectors (
+            id INTEGER PRIMARY KEY,
+            memory INTEGER NOT NULL,          -- memories.rowid
+            channel TEXT NOT NULL,            -- text | before | after | sentence
+            with_memory INTEGER,              -- the neighbour whose text is mixed in (before/after)
+            vec BLOB NOT NULL
+        );
+        CREATE INDEX memory_vectors_memory ON memory_vectors(memory);
+        CREATE INDEX memory_vectors_with ON memory_vectors(with_memory);
+        -- facts waiting for the user's consent (memory.consent = "ask")
+        CREATE TABLE memory_pending (
+            id TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            conversation_id TEXT,
+            attribute TEXT NOT NULL,
+            value TEXT NOT NULL,
+            text TEXT NOT NULL,
+            sources TEXT NOT NULL,
+            method TEXT NOT NULL,
+            bot TEXT,
+            created_at REAL NOT NULL
+        );
+        """,
+    )
+    if vec_available():
+        conn.execute("CREATE VIRTUAL TABLE memory_vec USING vec0(user_id text partition key, emb bit[384])")
+
+
+@migration
+def m005_crush(conn: Any) -> None:
+    """A conversation's crushed middle: its summary and the last message it covers."""
+    run_script(
+        conn,
+        """
+        ALTER TABLE conversations ADD COLUMN summary TEXT NOT NULL DEFAULT '';
+        ALTER TABLE conversations ADD COLUMN summarized_until TEXT;
+        """,
+    )

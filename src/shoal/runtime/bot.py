@@ -1,0 +1,152 @@
+"""Bots are message pumps: one bounded inbox, one consumer, named handlers.
+
+A message of type ``UserTurn`` is handled by ``on_user_turn``; messages with
+no handler are ignored. Handlers must be quick: long work (a reply, a
+thought) is spawned as a task the bot owns, so the inbox keeps moving and
+control messages (cancel, status) are answered at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, AsyncIterator, ClassVar
+
+from pydantic import BaseModel
+
+from shoal.backends.base import Backend, generate
+from shoal.config import BotConfig, ShoalConfig
+from shoal.errors import NotFound
+from shoal.runtime.inbox import Inbox
+from shoal.runtime.messages import BotError, Control, Event, handler_name
+from shoal.runtime.mesh import Delivery, Mesh
+from shoal.runtime.tasks import TaskOwner
+from shoal.types import ChatMessage, Chunk, Completion, GenerateRequest, Priority, SamplingParams
+
+if TYPE_CHECKING:
+    from shoal.memory.store import MemoryStore
+    from shoal.store.conversations import ConversationStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BotContext:
+    """What every bot may use: the mesh, the stores, the backends, the config."""
+
+    mesh: Mesh
+    conversations: "ConversationStore"
+    memories: "MemoryStore"
+    backends: dict[str, Backend]
+    config: ShoalConfig
+
+
+class Bot:
+    role: ClassVar[str] = ""
+    priority: ClassVar[Priority] = Priority.THINKING
+    #: subject patterns this bot's inbox receives
+    subscribes: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: BotConfig, ctx: BotContext) -> None:
+        self.config = config
+        self.name = config.name
+        self.ctx = ctx
+        # backpressure, never loss: a dropped route would leave a turn unsettled.
+        # Handlers are quick (long work is spawned), so the inbox drains fast.
+        self.inbox: Inbox[Delivery] = Inbox(config.inbox, "block", name=f"bot.{self.name}")
+        self.tasks = TaskOwner(f"bot.{self.name}")
+        self._subs: list[Any] = []
+        self._consumer: asyncio.Task[None] | None = None
+        self._seq = itertools.count(1)
+        self.errors = 0
+
+    # -- lifecycle ----------------------------------------------------------
+    async def start(self) -> None:
+        for pattern in self.subscribes:
+            self._subs.append(self.ctx.mesh.subscribe(pattern, self.inbox, self.handles))
+        self._subs.append(self.ctx.mesh.serve(f"bot.{self.name}.control", self._control))
+        self._consumer = asyncio.create_task(self._consume(), name=f"bot.{self.name}:inbox")
+
+    async def stop(self) -> None:
+        """Stop intake, cancel and await work, in that order."""
+        for sub in self._subs:
+            sub.close()
+        self._subs.clear()
+        self.inbox.close()
+        if self._consumer:
+            self._consumer.cancel()
+            await asyncio.gather(self._consumer, return_exceptions=True)
+        await self.tasks.close()
+
+    def handles(self, msg: BaseModel) -> bool:
+        """Only messages with a handler are queued."""
+        return hasattr(self, handler_name(msg))
+
+    async def _consume(self) -> None:
+        while True:
+            _subject, msg = await self.inbox.get()
+            handler = getattr(self, handler_name(msg), None)
+            if handler is None:
+                continue
+            try:
+                await handler(msg)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a handler bug must not kill the bot
+                self.errors += 1
+                log.exception("bot %s failed handling %s", self.name, type(msg).__name__)
+                if isinstance(msg, Event):
+                    await self.emit(BotError(conversation=msg.conversation, turn=msg.turn, error=str(exc)))
+
+    async def _control(self, msg: Control) -> BaseModel:
+        handler = getattr(self, handler_name(msg), None)
+        if handler is None:
+            raise NotFound(f"bot '{self.name}' does not handle '{msg.kind}'")
+        result: BaseModel = await handler(msg)
+        return result
+
+    # -- talking --------------------------------------------------------------
+    async def emit(self, event: Event) -> None:
+        event.bot = self.name
+        event.bot_seq = next(self._seq)
+        await self.ctx.mesh.publish(event.subject, event)
+
+    async def ask(self, bot: str, msg: Control, *, timeout: float) -> BaseModel:
+        return await self.ctx.mesh.request(f"bot.{bot}.control", msg, timeout=timeout)
+
+    # -- the model ------------------------------------------------------------
+    @property
+    def backend(self) -> Backend:
+        return self.ctx.backends[self.config.server]
+
+    def request(
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        json_schema: dict[str, Any] | None = None,
+        stop: tuple[str, ...] = (),
+    ) -> GenerateRequest:
+        return GenerateRequest(
+            messages=messages,
+            model=self.config.model,
+            sampling=SamplingParams(
+                max_tokens=max_tokens or self.config.max_tokens,
+                min_tokens=0 if json_schema else self.config.min_tokens,
+                temperature=self.config.temperature if temperature is None else temperature,
+                stop=stop,
+            ),
+            json_schema=json_schema,
+            priority=self.priority,
+            rank=self.config.rank,
+            owner=self.name,
+        )
+
+    def stream(self, req: GenerateRequest) -> AsyncIterator[Chunk]:
+        return self.backend.stream(req)
+
+    async def complete(self, req: GenerateRequest) -> Completion:
+        return await generate(self.backend, req)

@@ -1,0 +1,313 @@
+"""Messages that travel on the mesh.
+
+*Events* belong to a conversation and are published on
+``conv.<id>.<channel>``; every one carries the conversation id, the bot that
+produced it, its ``kind`` and the bot's own monotonic ``bot_seq``. The
+journal gives each a per-conversation ``seq`` when it is recorded, which is
+what clients resume from.
+
+*Control* messages go to one bot on ``bot.<name>.control`` (commands and
+request/reply queries).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+PROTOCOL_VERSION = 1
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class Event(_Msg):
+    kind: str
+    conversation: str
+    bot: str = ""
+    bot_seq: int = 0
+    seq: int | None = None
+    ts: float = Field(default_factory=time.time)
+    #: the user message this event belongs to, when there is one
+    turn: str | None = None
+
+    @property
+    def channel(self) -> str:
+        return CHANNEL[self.kind]
+
+    @property
+    def subject(self) -> str:
+        return f"conv.{self.conversation}.{self.channel}"
+
+
+class MemoryItem(_Msg):
+    id: str
+    kind: str
+    text: str
+    attribute: str | None = None
+    value: str | None = None
+    sources: list[str] = Field(default_factory=list)
+    method: str = ""
+    supersedes: str | None = None
+
+
+# --- conv.<id>.user ---------------------------------------------------------
+class UserTurn(Event):
+    kind: Literal["user.turn"] = "user.turn"
+    message_id: str
+    user_id: str
+    text: str
+
+
+# --- conv.<id>.reply --------------------------------------------------------
+class ReplyStart(Event):
+    kind: Literal["reply.start"] = "reply.start"
+    message_id: str
+    interjection: bool = False
+    #: what the reply was given: recalled memories and system injections
+    recalled: list[MemoryItem] = Field(default_factory=list)
+    injections: list[str] = Field(default_factory=list)
+    #: the running summary of the conversation's crushed middle, when there is one
+    summary: str = ""
+
+
+class ReplyDelta(Event):
+    kind: Literal["reply.delta"] = "reply.delta"
+    message_id: str
+    text: str
+
+
+class ReplyEnd(Event):
+    kind: Literal["reply.end"] = "reply.end"
+    message_id: str
+    text: str
+    status: Literal["complete", "interrupted", "error"] = "complete"
+    interjection: bool = False
+    error: str | None = None
+
+
+# --- conv.<id>.thought ------------------------------------------------------
+class ThoughtStart(Event):
+    kind: Literal["thought.start"] = "thought.start"
+    thought_id: str
+    reason: str = ""
+
+
+class ThoughtDelta(Event):
+    kind: Literal["thought.delta"] = "thought.delta"
+    thought_id: str
+    text: str
+
+
+class ThoughtEnd(Event):
+    kind: Literal["thought.end"] = "thought.end"
+    thought_id: str
+    text: str
+    status: Literal["done", "cancelled", "error"] = "done"
+    error: str | None = None
+
+
+# --- conv.<id>.memory -------------------------------------------------------
+class MemoryWrite(Event):
+    kind: Literal["memory.write"] = "memory.write"
+    item: MemoryItem
+
+
+class MemoryRejected(Event):
+    """A candidate fact the memory bot refused (ungrounded, invalid, ...)."""
+
+    kind: Literal["memory.rejected"] = "memory.rejected"
+    candidate: dict[str, Any]
+    reason: str
+
+
+class MemoryProposed(Event):
+    """Facts waiting for the user's consent (memory.consent = "ask")."""
+
+    kind: Literal["memory.proposed"] = "memory.proposed"
+    pending: list[dict[str, Any]]
+
+
+class MemoryConsent(Event):
+    """The decision on proposed facts: stored, or dropped."""
+
+    kind: Literal["memory.consent"] = "memory.consent"
+    pending_ids: list[str]
+    approved: bool
+    reason: str = ""
+
+
+class MemoryDone(Event):
+    kind: Literal["memory.done"] = "memory.done"
+    written: list[str] = Field(default_factory=list)
+    #: older memories that bear on this turn (candidates for "I remember ...")
+    recalled: list[MemoryItem] = Field(default_factory=list)
+
+
+# --- conv.<id>.route --------------------------------------------------------
+class Route(Event):
+    kind: Literal["route"] = "route"
+    targets: list[str]
+    reasons: dict[str, str] = Field(default_factory=dict)
+
+
+class TurnSettled(Event):
+    kind: Literal["turn.settled"] = "turn.settled"
+    waited_for: list[str] = Field(default_factory=list)
+    timed_out: list[str] = Field(default_factory=list)
+
+
+# --- conv.<id>.system -------------------------------------------------------
+class Injection(Event):
+    kind: Literal["injection"] = "injection"
+    injection_id: str
+    text: str
+    reason: str = ""
+    #: "interject": the conversation bot may speak now; "next_reply": use it next time
+    mode: Literal["interject", "next_reply"] = "next_reply"
+
+
+class BotError(Event):
+    kind: Literal["bot.error"] = "bot.error"
+    error: str
+
+
+CHANNEL: dict[str, str] = {
+    "user.turn": "user",
+    "reply.start": "reply",
+    "reply.delta": "reply",
+    "reply.end": "reply",
+    "thought.start": "thought",
+    "thought.delta": "thought",
+    "thought.end": "thought",
+    "memory.write": "memory",
+    "memory.rejected": "memory",
+    "memory.done": "memory",
+    "memory.proposed": "memory",
+    "memory.consent": "memory",
+    "route": "route",
+    "turn.settled": "route",
+    "injection": "system",
+    "bot.error": "route",
+}
+
+AnyEvent = Annotated[
+    Union[
+        UserTurn,
+        ReplyStart,
+        ReplyDelta,
+        ReplyEnd,
+        ThoughtStart,
+        ThoughtDelta,
+        ThoughtEnd,
+        MemoryWrite,
+        MemoryRejected,
+        MemoryProposed,
+        MemoryConsent,
+        MemoryDone,
+        Route,
+        TurnSettled,
+        Injection,
+        BotError,
+    ],
+    Field(discriminator="kind"),
+]
+_EVENT = TypeAdapter(AnyEvent)
+
+
+def parse_event(data: dict[str, Any] | str | bytes) -> Event:
+    if isinstance(data, (str, bytes)):
+        return _EVENT.validate_json(data)
+    return _EVENT.validate_python(data)
+
+
+# --- bot.<name>.control -----------------------------------------------------
+class Control(_Msg):
+    kind: str
+
+
+class RecallQuery(Control):
+    kind: Literal["recall.query"] = "recall.query"
+    user_id: str
+    conversation: str
+    text: str
+    limit: int = 5
+    #: the asking bot: its memory scopes decide what it may read
+    bot: str = ""
+    #: messages already in the asker's context: their raw notes are not repeated
+    visible: list[str] = Field(default_factory=list)
+
+
+class RecallResult(Control):
+    kind: Literal["recall.result"] = "recall.result"
+    items: list[MemoryItem] = Field(default_factory=list)
+
+
+class StatusQuery(Control):
+    """"What are you thinking about?" — answered from the live buffer."""
+
+    kind: Literal["status.query"] = "status.query"
+    conversation: str | None = None
+
+
+class ThinkerStatus(_Msg):
+    bot: str
+    thinking: bool
+    conversation: str | None = None
+    thought_id: str | None = None
+    text: str = ""
+    started: float | None = None
+
+
+class StatusResult(Control):
+    kind: Literal["status.result"] = "status.result"
+    statuses: list[ThinkerStatus] = Field(default_factory=list)
+
+
+class CancelThought(Control):
+    kind: Literal["thought.cancel"] = "thought.cancel"
+    conversation: str | None = None
+    thought_id: str | None = None
+
+
+class StopReply(Control):
+    kind: Literal["reply.stop"] = "reply.stop"
+    conversation: str
+
+
+class ConsentDecision(Control):
+    """The primary's decision on facts waiting for consent."""
+
+    kind: Literal["consent.decision"] = "consent.decision"
+    conversation: str
+    pending_ids: list[str]
+    approved: bool
+    reason: str = ""
+
+
+class Ack(Control):
+    kind: Literal["ack"] = "ack"
+    ok: bool = True
+    detail: str = ""
+
+
+AnyControl = Annotated[
+    Union[RecallQuery, RecallResult, StatusQuery, StatusResult, CancelThought, StopReply, ConsentDecision, Ack],
+    Field(discriminator="kind"),
+]
+_CONTROL = TypeAdapter(AnyControl)
+
+
+def parse_control(data: dict[str, Any] | str | bytes) -> Control:
+    if isinstance(data, (str, bytes)):
+        return _CONTROL.validate_json(data)
+    return _CONTROL.validate_python(data)
+
+
+def handler_name(msg: BaseModel) -> str:
+    """``UserTurn`` -> ``on_user_turn`` (handlers are named after message types)."""
+    return "on_" + re.sub(r"(?<!^)(?=[A-Z])", "_", type(msg).__name__).lower()

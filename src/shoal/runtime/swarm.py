@@ -1,0 +1,337 @@
+"""The swarm: store, backends, mesh, journal and bots, started and stopped as one.
+
+Shutdown order is fixed: stop intake (bots unsubscribe), cancel and await
+their work, let the journal record what was published, then close backends
+and the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from shoal.backends import create_backend
+from shoal.backends.base import Backend
+from shoal.config import Env
+from shoal.errors import BadInput, NotFound
+from shoal.memory.store import MemoryStore
+from shoal.runtime.bot import Bot, BotContext
+from shoal.runtime.journal import Journal, Listener
+from shoal.runtime.mesh import InProcessMesh, Mesh
+from shoal.runtime.messages import (
+    Event,
+    Injection,
+    MemoryWrite,
+    ReplyEnd,
+    ReplyStart,
+    StatusQuery,
+    StatusResult,
+    StopReply,
+    ThinkerStatus,
+    ThoughtEnd,
+    TurnSettled,
+    UserTurn,
+)
+from shoal.store.accounts import Accounts
+from shoal.store.conversations import ConversationStore, User
+from shoal.store.db import Database
+
+if TYPE_CHECKING:
+    from shoal.config import BotConfig
+
+log = logging.getLogger(__name__)
+
+
+def bot_classes() -> dict[str, type[Bot]]:
+    from shoal.bots.conversation import ConversationBot
+    from shoal.bots.memory import MemoryBot
+    from shoal.bots.primary import PrimaryBot
+    from shoal.bots.thinker import ThinkerBot
+
+    return {"conversation": ConversationBot, "primary": PrimaryBot, "thinker": ThinkerBot, "memory": MemoryBot}
+
+
+@dataclass
+class TurnResult:
+    """Everything one user turn produced, once the background settled."""
+
+    conversation: str
+    turn: str
+    reply: str = ""
+    reply_status: str = ""
+    thoughts: list[dict[str, Any]] = field(default_factory=list)
+    memories: list[dict[str, Any]] = field(default_factory=list)
+    injections: list[dict[str, Any]] = field(default_factory=list)
+    interjections: list[str] = field(default_factory=list)
+    routed_to: list[str] = field(default_factory=list)
+    #: memories the conversation bot was given for its reply
+    recalled: list[dict[str, Any]] = field(default_factory=list)
+    settled: bool = False
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "conversation": self.conversation,
+            "turn": self.turn,
+            "reply": self.reply,
+            "reply_status": self.reply_status,
+            "thoughts": self.thoughts,
+            "memories": self.memories,
+            "injections": self.injections,
+            "interjections": self.interjections,
+            "routed_to": self.routed_to,
+            "recalled": self.recalled,
+            "settled": self.settled,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class Swarm:
+    def __init__(self, env: Env | None = None, *, mesh: Mesh | None = None) -> None:
+        self.env = env or Env.load()
+        self.config = self.env.config
+        self.mesh: Mesh = mesh or InProcessMesh()
+        self.db = Database(self.env.settings.db_path)
+        self.conversations = ConversationStore(self.db)
+        self.memories = MemoryStore(self.db)
+        self.accounts = Accounts(self.db)
+        self.backends: dict[str, Backend] = {}
+        self.bots: dict[str, Bot] = {}
+        self.journal = Journal(self.mesh, self.conversations)
+        self._started = False
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    async def __aenter__(self) -> "Swarm":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self.env.settings.ensure_home()
+        await self.db.open()
+        await self._apply_bot_settings()
+        for server in self.config.servers:
+            if server.enabled:
+                self.backends[server.name] = create_backend(server, self.config.engine)
+        self._ctx = ctx = BotContext(self.mesh, self.conversations, self.memories, self.backends, self.config)
+        classes = bot_classes()
+        for bc in self.config.bots:
+            if bc.enabled:
+                if bc.server not in self.backends:
+                    raise NotFound(f"bot '{bc.name}' uses server '{bc.server}', which is disabled")
+                self.bots[bc.name] = classes[bc.role](bc, ctx)
+        await self.journal.start()
+        for bot in self.bots.values():
+            await bot.start()
+        self._started = True
+        # the embedding model takes seconds to load: do it now, off the request path,
+        # then index any memory written before vectors existed
+        self._prepare = asyncio.create_task(self._prepare_memory(), name="swarm:memory-warm-up")
+
+    async def _prepare_memory(self) -> None:
+        try:
+            if self.memories.vectors:
+                await self.memories.embedder.warm_up()
+                n = await self.memories.reindex()
+                if n:
+                    log.info("indexed %d memories written before vector search existed", n)
+        except Exception as e:  # the swarm runs without vectors rather than not at all
+            log.warning(
+                "memory search falls back to keywords: the embedding model did not load (%s: %s); "
+                "hint: run `make install` to install torch and sentence-transformers",
+                type(e).__name__, e,
+            )
+            log.debug("embedder warm-up failure", exc_info=True)
+
+    #: bot fields that can be changed at run time (web UI / API), persisted in bot_settings
+    TUNABLE = ("instruction", "temperature", "max_tokens", "min_tokens", "history", "enabled", "access")
+
+    async def _apply_bot_settings(self) -> None:
+        from shoal.config import BotConfig
+
+        saved = await self.accounts.bot_settings()
+        for i, bc in enumerate(self.config.bots):
+            changes = {k: v for k, v in saved.get(bc.name, {}).items() if k in self.TUNABLE}
+            if changes:
+                self.config.bots[i] = BotConfig.model_validate({**bc.model_dump(), **changes})
+
+    async def configure_bot(self, name: str, changes: dict[str, Any]) -> "BotConfig":
+        """Change a bot's settings now and for later runs (validated like shoal.toml)."""
+        from shoal.config import BotConfig
+
+        unknown = set(changes) - set(self.TUNABLE)
+        if unknown:
+            raise BadInput(f"cannot change {', '.join(sorted(unknown))} at run time", hint=f"tunable: {', '.join(self.TUNABLE)}")
+        current = self.config.bot(name)
+        try:
+            updated = BotConfig.model_validate({**current.model_dump(), **changes})
+        except Exception as exc:
+            raise BadInput(f"invalid bot settings: {exc}") from exc
+        if current.role in ("conversation", "primary") and not updated.enabled:
+            raise BadInput(f"the {current.role} bot cannot be disabled")
+        await self.accounts.save_bot_settings(name, {k: updated.model_dump()[k] for k in changes})
+        was_enabled = current.enabled
+        # mutate in place: every bot holds a reference to its config object
+        for field_name in changes:
+            setattr(current, field_name, getattr(updated, field_name))
+        if was_enabled and not current.enabled and name in self.bots:
+            await self.bots.pop(name).stop()
+        elif not was_enabled and current.enabled and self._started and name not in self.bots:
+            bot = bot_classes()[current.role](current, self._ctx)
+            self.bots[name] = bot
+            await bot.start()
+        return current
+
+    async def warm_up(self) -> None:
+        """Load the models now (LLMs and the embedder) rather than on the first request."""
+        starts = [b.start() for b in self.backends.values() if hasattr(b, "start")]
+        await asyncio.gather(*starts, asyncio.shield(self._prepare))
+
+    async def stop(self) -> None:
+        if not self._started:
+            await self.db.close()
+            return
+        self._started = False
+        self._prepare.cancel()
+        await asyncio.gather(self._prepare, return_exceptions=True)
+        for bot in self.bots.values():
+            await bot.stop()
+        await self.journal.stop()
+        for backend in self.backends.values():
+            await backend.aclose()
+        await self.mesh.close()
+        await self.db.close()
+
+    # -- people and conversations ------------------------------------------------------
+    async def local_user(self) -> User:
+        """The user of a single-person install (the CLI without accounts)."""
+        return await self.conversations.ensure_user("local", is_admin=True)
+
+    async def send(self, conversation_id: str, user_id: str, text: str) -> UserTurn:
+        """Store the user's message, then publish it. Returns once it is durable."""
+        turn = await self.accept(conversation_id, user_id, text)
+        await self.publish(turn)
+        return turn
+
+    async def publish(self, turn: UserTurn) -> None:
+        """Hand an accepted turn to the bots."""
+        await self.mesh.publish(turn.subject, turn)
+
+    async def accept(self, conversation_id: str, user_id: str, text: str) -> UserTurn:
+        """Validate and store the user's message (durable on return); not yet published."""
+        text = text.strip()
+        if not text:
+            raise BadInput("the message is empty")
+        limit = self.config.server.max_message_chars
+        if len(text) > limit:
+            raise BadInput(
+                f"the message is {len(text)} characters; the limit is {limit}",
+                hint="split it into several messages (or raise server.max_message_chars)",
+            )
+        await self.conversations.get_conversation(conversation_id, user_id=user_id)
+        msg = await self.conversations.add_message(conversation_id, "user", text)
+        return UserTurn(
+            conversation=conversation_id, bot="user", turn=msg.id, message_id=msg.id, user_id=user_id, text=text
+        )
+
+    def listen(self, conversation_id: str | None = None) -> Listener:
+        return self.journal.listen(conversation_id)
+
+    async def stop_reply(self, conversation: str) -> bool:
+        """Stop the reply being written in ``conversation``; True when one was."""
+        stopped = False
+        for name, bot in self.bots.items():
+            if bot.role == "conversation":
+                res = await self.mesh.request(f"bot.{name}.control", StopReply(conversation=conversation), timeout=15)
+                stopped = stopped or bool(getattr(res, "ok", False))
+        return stopped
+
+    async def thinker_status(self, conversation: str | None = None) -> list[ThinkerStatus]:
+        out: list[ThinkerStatus] = []
+        for name, bot in self.bots.items():
+            if bot.role == "thinker":
+                res = await self.mesh.request(f"bot.{name}.control", StatusQuery(conversation=conversation), timeout=2)
+                if isinstance(res, StatusResult):
+                    out += res.statuses
+        return out
+
+    async def run_turn(self, conversation_id: str, user_id: str, text: str, *, timeout: float = 120.0) -> TurnResult:
+        """Send one turn and collect what it produced until the background settles.
+
+        Waits for the reply, the primary's ``TurnSettled`` and any
+        interjection that settling triggered, at most ``timeout`` seconds.
+        """
+        t0 = time.monotonic()
+        listener = self.listen(conversation_id)
+        try:
+            turn = await self.send(conversation_id, user_id, text)
+            result = TurnResult(conversation=conversation_id, turn=turn.message_id)
+            reply_done = settled = False
+            open_interjections = 0
+            deadline = t0 + timeout
+            while not (reply_done and settled and open_interjections == 0):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    ev = await listener.get(timeout=left)
+                except asyncio.TimeoutError:
+                    break
+                self._collect(result, ev, turn.message_id)
+                if isinstance(ev, ReplyEnd) and ev.turn == turn.message_id:
+                    if ev.interjection:
+                        open_interjections = max(0, open_interjections - 1)
+                    else:
+                        reply_done = True
+                elif isinstance(ev, Injection) and ev.turn == turn.message_id and ev.mode == "interject":
+                    if self.config.bots_with_role("conversation")[0].interject:
+                        open_interjections += 1
+                elif isinstance(ev, TurnSettled) and ev.turn == turn.message_id:
+                    settled = True
+            for m in result.memories:
+                m["source_text"] = turn.text
+            result.settled = settled
+            result.seconds = time.monotonic() - t0
+            return result
+        finally:
+            listener.close()
+
+    @staticmethod
+    def _collect(result: TurnResult, ev: Event, turn: str) -> None:
+        if ev.turn != turn:
+            return
+        if isinstance(ev, ReplyStart) and not ev.interjection:
+            result.recalled = [{"id": m.id, "text": m.text, "attribute": m.attribute, "value": m.value} for m in ev.recalled]
+        elif isinstance(ev, ReplyEnd):
+            if ev.interjection:
+                result.interjections.append(ev.text)
+            else:
+                result.reply, result.reply_status = ev.text, ev.status
+        elif isinstance(ev, ThoughtEnd):
+            result.thoughts.append({"bot": ev.bot, "text": ev.text, "status": ev.status, "id": ev.thought_id})
+        elif isinstance(ev, MemoryWrite):
+            if ev.item.kind == "fact":
+                result.memories.append(
+                    {
+                        "id": ev.item.id,
+                        "text": ev.item.text,
+                        "attribute": ev.item.attribute,
+                        "value": ev.item.value,
+                        "method": ev.item.method,
+                        "source": ev.item.sources[0] if ev.item.sources else None,
+                        "sources": ev.item.sources,
+                        "supersedes": ev.item.supersedes,
+                    }
+                )
+        elif isinstance(ev, Injection):
+            result.injections.append({"bot": ev.bot, "text": ev.text, "reason": ev.reason, "mode": ev.mode})
+        elif ev.kind == "route":
+            result.routed_to = list(getattr(ev, "targets", []))

@@ -1,0 +1,1 @@
+"""The proxy: accounts, permissions, conversations over REST, websockets and /v1."""

@@ -1,0 +1,314 @@
+"""Users, conversations, messages, thoughts, injections and the event log."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from shoal.errors import NotFound
+from shoal.store.db import Conn, Database, now
+from shoal.store.ids import new_id
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    name: str
+    is_admin: bool
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    id: str
+    user_id: str
+    title: str
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: str
+    conversation_id: str
+    role: str
+    content: str
+    bot: str | None
+    status: str
+    reply_to: str | None
+    created_at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "conversation": self.conversation_id,
+            "role": self.role,
+            "content": self.content,
+            "bot": self.bot,
+            "status": self.status,
+            "reply_to": self.reply_to,
+            "created_at": self.created_at,
+        }
+
+
+def _user(r: Any) -> User:
+    return User(r["id"], r["name"], bool(r["is_admin"]), r["created_at"])
+
+
+def _conv(r: Any) -> Conversation:
+    return Conversation(r["id"], r["user_id"], r["title"], r["created_at"], r["updated_at"])
+
+
+def _msg(r: Any) -> Message:
+    return Message(
+        r["id"], r["conversation_id"], r["role"], r["content"], r["bot"], r["status"], r["reply_to"], r["created_at"]
+    )
+
+
+class ConversationStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- users ------------------------------------------------------------
+    async def ensure_user(self, name: str, *, is_admin: bool = False) -> User:
+        def fn(c: Conn) -> User:
+            row = c.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
+            if row:
+                return _user(row)
+            uid = new_id()
+            c.execute(
+                "INSERT INTO users (id, name, is_admin, created_at) VALUES (?, ?, ?, ?)",
+                (uid, name, int(is_admin), now()),
+            )
+            return _user(c.execute("SELECT * FROM users WHERE id = ?", (uid,)).fetchone())
+
+        return await self.db.write(fn)
+
+    async def get_user(self, user_id: str) -> User:
+        row = await self.db.read(lambda c: c.execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone())
+        if not row:
+            raise NotFound(f"no user with id '{user_id}'")
+        return _user(row)
+
+    # -- conversations ----------------------------------------------------
+    async def create_conversation(self, user_id: str, title: str = "") -> Conversation:
+        cid = new_id()
+        t = now()
+
+        def fn(c: Conn) -> None:
+            c.execute(
+                "INSERT INTO conversations (id, user_id, title, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                (cid, user_id, title, t, t),
+            )
+
+        await self.db.write(fn)
+        return Conversation(cid, user_id, title, t, t)
+
+    async def get_conversation(self, conversation_id: str, *, user_id: str | None = None) -> Conversation:
+        row = await self.db.read(
+            lambda c: c.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+        )
+        # someone else's conversation is indistinguishable from a missing one
+        if not row or (user_id is not None and row["user_id"] != user_id):
+            raise NotFound(
+                f"no conversation '{conversation_id}'",
+                hint="`shoal chat` without --conversation starts a new one",
+            )
+        return _conv(row)
+
+    async def list_conversations(self, user_id: str, *, limit: int = 100) -> list[Conversation]:
+        rows = await self.db.read(
+            lambda c: c.execute(
+                "SELECT * FROM conversations WHERE user_id = ? ORDER BY updated_at DESC LIMIT ?", (user_id, limit)
+            ).fetchall()
+        )
+        return [_conv(r) for r in rows]
+
+    async def summary(self, conversation_id: str) -> str:
+        """The running summary of the conversation's crushed middle ('' when none)."""
+        row = await self.db.read(
+            lambda c: c.execute("SELECT summary FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+        )
+        return row["summary"] if row else ""
+
+    async def set_summary(self, conversation_id: str, summary: str, *, until: str) -> None:
+        await self.db.write(
+            lambda c: c.execute(
+                "UPDATE conversations SET summary = ?, summarized_until = ? WHERE id = ?", (summary, until, conversation_id)
+            )
+        )
+
+    async def delete_conversation(self, conversation_id: str) -> None:
+        """Delete a conversation with its messages, thoughts, injections and events."""
+        await self.db.write(lambda c: c.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,)))
+
+    # -- messages ---------------------------------------------------------
+    async def add_message(
+        self,
+        conversation_id: str,
+        role: str,
+        content: str,
+        *,
+        bot: str | None = None,
+        status: str = "complete",
+        reply_to: str | None = None,
+        message_id: str | None = None,
+    ) -> Message:
+        mid = message_id or new_id()
+        t = now()
+
+        def fn(c: Conn) -> None:
+            c.execute(
+                "INSERT INTO messages (id, conversation_id, role, content, bot, status, reply_to, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (mid, conversation_id, role, content, bot, status, reply_to, t),
+            )
+            title = content[:60] if role == "user" else None
+            c.execute(
+                "UPDATE conversations SET updated_at = ?, title = CASE WHEN title = '' AND ? IS NOT NULL"
+                " THEN ? ELSE title END WHERE id = ?",
+                (t, title, title, conversation_id),
+            )
+
+        await self.db.write(fn)
+        return Message(mid, conversation_id, role, content, bot, status, reply_to, t)
+
+    async def history(self, conversation_id: str, *, limit: int, before: str | None = None) -> list[Message]:
+        """The last ``limit`` messages, oldest first (ids sort by time)."""
+        if limit <= 0:
+            return []
+
+        def fn(c: Conn) -> list[Any]:
+            if before:
+                return c.execute(
+                    "SELECT * FROM messages WHERE conversation_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+                    (conversation_id, before, limit),
+                ).fetchall()
+            return c.execute(
+                "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id DESC LIMIT ?",
+                (conversation_id, limit),
+            ).fetchall()
+
+        rows = await self.db.read(fn)
+        return [_msg(r) for r in reversed(rows)]
+
+    async def get_message(self, message_id: str) -> Message:
+        row = await self.db.read(lambda c: c.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone())
+        if not row:
+            raise NotFound(f"no message '{message_id}'")
+        return _msg(row)
+
+    # -- thoughts ---------------------------------------------------------
+    async def save_thought(
+        self,
+        thought_id: str,
+        conversation_id: str,
+        *,
+        bot: str,
+        turn_id: str | None,
+        text: str,
+        status: str,
+        started_at: float,
+        ended_at: float | None = None,
+    ) -> None:
+        def fn(c: Conn) -> None:
+            c.execute(
+                "INSERT INTO thoughts (id, conversation_id, turn_id, bot, text, status, started_at, ended_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET text = excluded.text,"
+                " status = excluded.status, ended_at = excluded.ended_at",
+                (thought_id, conversation_id, turn_id, bot, text, status, started_at, ended_at),
+            )
+
+        await self.db.write(fn)
+
+    async def thoughts(self, conversation_id: str, *, turn_id: str | None = None) -> list[dict[str, Any]]:
+        def fn(c: Conn) -> list[Any]:
+            if turn_id:
+                return c.execute(
+                    "SELECT * FROM thoughts WHERE conversation_id = ? AND turn_id = ? ORDER BY id",
+                    (conversation_id, turn_id),
+                ).fetchall()
+            return c.execute("SELECT * FROM thoughts WHERE conversation_id = ? ORDER BY id", (conversation_id,)).fetchall()
+
+        return [dict(r) for r in await self.db.read(fn)]
+
+    # -- injections -------------------------------------------------------
+    async def add_injection(
+        self, injection_id: str, conversation_id: str, *, bot: str, turn_id: str | None, text: str, reason: str, mode: str
+    ) -> None:
+        await self.db.write(
+            lambda c: c.execute(
+                "INSERT INTO injections (id, conversation_id, turn_id, bot, text, reason, mode, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (injection_id, conversation_id, turn_id, bot, text, reason, mode, now()),
+            )
+        )
+
+    async def pending_injections(self, conversation_id: str) -> list[dict[str, Any]]:
+        rows = await self.db.read(
+            lambda c: c.execute(
+                "SELECT * FROM injections WHERE conversation_id = ? AND consumed_by IS NULL ORDER BY id",
+                (conversation_id,),
+            ).fetchall()
+        )
+        return [dict(r) for r in rows]
+
+    async def consume_injections(self, ids: Iterable[str], message_id: str) -> None:
+        ids = list(ids)
+        if not ids:
+            return
+        await self.db.write(
+            lambda c: c.executemany(
+                "UPDATE injections SET consumed_by = ? WHERE id = ?", [(message_id, i) for i in ids]
+            )
+        )
+
+    async def injections(self, conversation_id: str, *, turn_id: str | None = None) -> list[dict[str, Any]]:
+        def fn(c: Conn) -> list[Any]:
+            if turn_id:
+                return c.execute(
+                    "SELECT * FROM injections WHERE conversation_id = ? AND turn_id = ? ORDER BY id",
+                    (conversation_id, turn_id),
+                ).fetchall()
+            return c.execute(
+                "SELECT * FROM injections WHERE conversation_id = ? ORDER BY id", (conversation_id,)
+            ).fetchall()
+
+        return [dict(r) for r in await self.db.read(fn)]
+
+    # -- event log ----------------------------------------------------------
+    async def max_seq(self, conversation_id: str) -> int:
+        row = await self.db.read(
+            lambda c: c.execute("SELECT MAX(seq) FROM events WHERE conversation_id = ?", (conversation_id,)).fetchone()
+        )
+        return int(row[0] or 0)
+
+    async def append_events(self, rows: list[tuple[str, int, str, str, str | None, str, float]]) -> None:
+        """Rows are (conversation, seq, kind, bot, ref, payload_json, ts)."""
+        if not rows:
+            return
+
+        def fn(c: Conn) -> None:
+            c.executemany(
+                "INSERT OR IGNORE INTO events (conversation_id, seq, kind, bot, ref, payload, ts)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            # a finished stream's deltas are redundant with its end event
+            ended = [(r[0], r[4]) for r in rows if r[2] in ("reply.end", "thought.end") and r[4]]
+            c.executemany(
+                "DELETE FROM events WHERE conversation_id = ? AND ref = ? AND kind IN ('reply.delta', 'thought.delta')",
+                ended,
+            )
+
+        await self.db.write(fn)
+
+    async def events_since(self, conversation_id: str, seq: int, *, limit: int = 10_000) -> list[dict[str, Any]]:
+        rows = await self.db.read(
+            lambda c: c.execute(
+                "SELECT payload FROM events WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (conversation_id, seq, limit),
+            ).fetchall()
+        )
+        return [json.loads(r[0]) for r in rows]

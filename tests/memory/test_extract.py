@@ -1,0 +1,80 @@
+"""Fact extraction: rules, model output validation, grounding in the message."""
+
+from __future__ import annotations
+
+import pytest
+
+from shoal.memory.extract import Candidate, clauses, extract, ground, parse_model_output, rule_facts
+from shoal.memory.store import keywords
+
+
+@pytest.mark.parametrize(
+    "message, expected",
+    [
+        ("Hi! My name is Bob and I live in Leeds.", {("name", "Bob"), ("location", "Leeds")}),
+        ("I moved to York last month", {("location", "York")}),
+        ("I'm Alice.", {("name", "Alice")}),
+        ("I am 34 years old and I love cooking pasta.", {("age", "34"), ("likes", "cooking pasta")}),
+        ("I have a dog named Max, and my wife is called Anna.", {("pet", "dog Max"), ("family", "wife Anna")}),
+        ("I work as a nurse at St Mary's.", {("job", "nurse"), ("employer", "St Mary's")}),
+        ("I'm tired today", set()),
+        ("What's the weather like?", set()),
+    ],
+)
+def test_rules_find_what_people_say_about_themselves(message: str, expected: set[tuple[str, str]]) -> None:
+    facts, _ = extract(message)
+    assert {(f.attribute, f.value) for f in facts} == expected
+
+
+def test_every_fact_text_is_a_clause_of_the_message() -> None:
+    message = "Hi! My name is Bob and I live in Leeds."
+    facts, _ = extract(message)
+    for f in facts:
+        assert f.text in message
+        assert keywords(f.text) <= keywords(message)
+    assert {f.text for f in facts} == {"My name is Bob", "I live in Leeds."}
+
+
+def test_a_model_fact_whose_words_are_not_in_the_message_is_rejected() -> None:
+    message = "My name is Bob and I live in Leeds."
+    result = ground(Candidate("location", "Lisle", "model"), message)
+    assert isinstance(result, str) and "lisle" in result
+
+
+def test_grounding_accepts_inflected_forms() -> None:
+    result = ground(Candidate("hobby", "hike", "model"), "I go hiking every weekend.")
+    assert not isinstance(result, str) and result.text == "I go hiking every weekend."
+
+
+def test_model_and_rule_facts_are_merged_without_duplicates() -> None:
+    message = "Hi! My name is Bob and I live in Leeds."
+    model = [Candidate("name", "Bob", "model"), Candidate("location", "Paris", "model"), Candidate("likes", "Leeds", "model")]
+    facts, rejected = extract(message, model)
+    assert [(f.attribute, f.value, f.method) for f in facts] == [
+        ("name", "Bob", "rule"),
+        ("location", "Leeds", "rule"),
+        ("likes", "Leeds", "model"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "text", ['{"facts": [{"attribute": "colour", "value": "red"}]}', '{"fact": []}', "[]", '{"facts": [1]}', "not json"]
+)
+def test_invalid_model_output_raises_value_error(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_model_output(text)
+
+
+def test_clauses_split_on_sentences_and_joined_statements() -> None:
+    assert clauses("Hi! My name is Bob and I live in Leeds.") == ["Hi!", "My name is Bob", "I live in Leeds."]
+
+
+def test_names_that_are_really_adjectives_are_skipped() -> None:
+    assert rule_facts("I'm Happy to help") == [] or all(c.attribute != "name" for c in rule_facts("I'm so happy"))
+
+
+def test_a_like_or_dislike_must_match_the_messages_polarity() -> None:
+    assert isinstance(ground(Candidate("dislikes", "beans", "model"), "I want tomatoes and beans."), str)
+    assert not isinstance(ground(Candidate("dislikes", "beans", "model"), "I really hate beans."), str)
+    assert isinstance(ground(Candidate("likes", "beans", "model"), "I don't like beans at all."), str)
+    assert not isinstance(ground(Candidate("likes", "beans", "model"), "Beans are my favourite."), str)

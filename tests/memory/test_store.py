@@ -1,0 +1,120 @@
+"""The memory store on real SQLite + sqlite-vec + MiniLM embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shoal.memory.store import MemoryStore, NewMemory
+from shoal.store.conversations import ConversationStore
+from shoal.store.db import Database
+
+
+@pytest.fixture
+async def stores(tmp_path: Path):  # type: ignore[no-untyped-def]
+    db = await Database(tmp_path / "m.db").open()
+    conv = ConversationStore(db)
+    ana = await conv.ensure_user("ana")
+    bob = await conv.ensure_user("bob")
+    yield MemoryStore(db), ana.id, bob.id, db
+    await db.close()
+
+
+async def test_search_finds_by_meaning_not_only_by_words(stores) -> None:  # type: ignore[no-untyped-def]
+    mem, ana, _, _ = stores
+    await mem.add_many(
+        [
+            NewMemory(ana, "raw", "I adopted a puppy last week and he chews everything.", sources=["m1"]),
+            NewMemory(ana, "raw", "My sister works as an accountant in Glasgow.", sources=["m2"]),
+            NewMemory(ana, "raw", "The weather was rainy all weekend.", sources=["m3"]),
+        ]
+    )
+    [top] = await mem.search(ana, "Does she have a dog?", limit=1)
+    assert top.sources == ["m1"] and "vector" in top.why  # no shared word: found by meaning
+    [top] = await mem.search(ana, "Glasgow", limit=1)
+    assert top.sources == ["m2"] and "keyword" in top.why
+
+
+async def test_two_users_memories_never_cross(stores) -> None:  # type: ignore[no-untyped-def]
+    mem, ana, bob, _ = stores
+    await mem.add(ana, "fact", "I live in Leeds", attribute="location", value="Leeds", sources=["a1"])
+    await mem.add(bob, "fact", "I live in Leeds too", attribute="location", value="Leeds", sources=["b1"])
+    await mem.add(bob, "raw", "Leeds is lovely in spring", sources=["b2"])
+    for query in ("Leeds", "where does the user live", "spring"):
+        assert {m.user_id for m in await mem.search(ana, query, limit=10)} == {ana}
+        assert {m.user_id for m in await mem.search(bob, query, limit=10)} <= {bob}
+    assert {m.user_id for m in await mem.list(ana)} == {ana}
+    assert all(m["sources"] != ["b1"] for m in await mem.export(ana))
+
+
+async def test_a_new_location_supersedes_the_old_which_stays_as_history(stores) -> None:  # type: ignore[no-untyped-def]
+    mem, ana, _, _ = stores
+    leeds, _ = await mem.add(ana, "fact", "I live in Leeds", attribute="location", value="Leeds", sources=["m1"])
+    york, old = await mem.add(ana, "fact", "I moved to York", attribute="location", value="York", sources=["m2"])
+    assert old is not None and old.id == leeds.id and york.supersedes == leeds.id
+    [now] = [f for f in await mem.facts(ana) if f.attribute == "location"]
+    assert now.value == "York"
+    history = await mem.history_of(ana, "location")
+    assert [(h.value, h.superseded_by) for h in history] == [("York", None), ("Leeds", york.id)]
+    found = await mem.search(ana, "where does she live", limit=5, kinds=("fact",))
+    assert [m.value for m in found] == ["York"]
+    found = await mem.search(ana, "where does she live", limit=5, kinds=("fact",), include_superseded=True)
+    assert {m.value for m in found} == {"York", "Leeds"}
+
+
+async def test_the_same_fact_twice_is_one_memory_with_both_sources(stores) -> None:  # type: ignore[no-untyped-def]
+    mem, ana, _, _ = stores
+    a, _ = await mem.add(ana, "fact", "I love sailing", attribute="likes", value="sailing", sources=["m1"])
+    b, _ = await mem.add(ana, "fact", "I really love sailing", attribute="likes", value="sailing", sources=["m2"])
+    assert a.id == b.id and b.sources == ["m1", "m2"]
+    assert len(await mem.facts(ana)) == 1
+
+
+async def test_forget_leaves_no_trace_in_any_table(stores) -> None:  # type: ignore[no-untyped-def]
+    mem, ana, _, db = stores
+    secret = "zanzibarian quokka whisperer"
+    # three messages in a row: the secret is indexed as context of both neighbours
+    before, _ = await mem.add(ana, "raw", "Guess what I do on Sundays.", sources=["m0"])
+    m, _ = await mem.add(
+        ana, "raw", f"My secret hobby: {secret}. Nobody knows.", sources=["m1"], before=before.text, previous=before.id
+    )
+    after, _ = await mem.add(ana, "raw", "That sounds like fun!", sources=["m2"], before=m.text, previous=m.id)
+    await mem.add_many([NewMemory(ana, "raw", f"other note {i}", sources=[f"o{i}"]) for i in range(30)])
+    rowid = await db.read(lambda c: c.execute("SELECT rowid FROM memories WHERE id = ?", (m.id,)).fetchone()[0])
+    vecs = await db.read(
+        lambda c: [r[0] for r in c.execute("SELECT vec FROM memory_vectors WHERE memory = ? OR with_memory = ?", (rowid, rowid))]
+    )
+    # its own: text, with-before, two sentences, with-after (mixing the next
+    # message); the neighbours': before's with-after and after's with-before
+    assert len(vecs) == 7
+    deleted = await mem.forget(m.id, user_id=ana)
+    assert any("memories" in d for d in deleted) and any("memory_fts" in d for d in deleted)
+    assert any("memory_vectors: 7" in d for d in deleted) and any("memory_vec: 7" in d for d in deleted)
+    assert any("neighbouring" in d for d in deleted)
+
+    def scan(c) -> list[str]:  # type: ignore[no-untyped-def]
+        traces = []
+        tables = [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for t in tables:
+            for row in c.execute(f'SELECT * FROM "{t}"'):
+                for cell in row:
+                    raw = cell.encode() if isinstance(cell, str) else cell if isinstance(cell, bytes) else None
+                    if raw and (b"zanzibar" in raw or m.id.encode() in raw or any(v[:32] in raw for v in vecs)):
+                        traces.append(t)
+        return traces
+
+    assert await db.read(scan) == []
+    assert all("zanzibar" not in x.text for x in await mem.search(ana, secret, limit=5))
+    # the neighbours themselves are still there and still found
+    assert {x.id for x in await mem.search(ana, "Sundays fun", limit=5)} >= {before.id, after.id}
+
+
+async def test_memories_written_before_vectors_are_indexed_by_reindex(stores) -> None:  # type: ignore[no-untyped-def]
+    mem, ana, _, db = stores
+    m, _ = await mem.add(ana, "raw", "I keep bees on my allotment.", sources=["m1"])
+    await db.write(lambda c: c.execute("DELETE FROM memory_vectors"))
+    await db.write(lambda c: c.execute("DELETE FROM memory_vec"))
+    assert await mem.reindex() == 1
+    [top] = await mem.search(ana, "insects honey garden", limit=1)
+    assert top.id == m.id and "vector" in top.why

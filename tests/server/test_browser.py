@@ -1,0 +1,77 @@
+"""The web UI in a real browser: Debian's Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from ..conftest import ARTIFACTS
+from .conftest import PASSWORDS, LiveServer, Site
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture
+def page(live: LiveServer):  # type: ignore[no-untyped-def]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        pg = browser.new_page(viewport={"width": 1440, "height": 900})
+        errors: list[str] = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        yield pg
+        browser.close()
+        assert not errors, errors
+
+
+def test_sign_in_chat_watch_a_thought_and_forget_a_memory(page, live: LiveServer, site: Site) -> None:  # type: ignore[no-untyped-def]
+    page.goto(live.url)
+    page.fill("input[name=name]", "ana")
+    page.fill("input[name=password]", "not the password")
+    page.click("button:has-text('Sign in')")
+    expect(page.locator("[role=alert]")).to_contain_text("Wrong user name or password")
+
+    page.fill("input[name=password]", PASSWORDS["ana"])
+    page.click("button:has-text('Sign in')")
+    page.click("[data-test=new-chat]")
+    page.fill("[data-test=composer]", "Hi! My name is Bob, I live in Leeds and I want to plan a trip to Japan.")
+    page.click("[data-test=send]")
+
+    reply = page.locator("[data-test=reply]").first
+    expect(reply).not_to_be_empty(timeout=60_000)
+    expect(page.locator("[data-test=thought]").first).not_to_have_text("…", timeout=60_000)
+    expect(page.locator(".msg.assistant .cursor")).to_have_count(0, timeout=60_000)  # streaming finished
+    expect(page.locator("[data-test=headspace]")).to_contain_text("remembered", timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "ui-chat.png"))
+
+    page.click("[data-test=nav-memories]")
+    cards = page.locator("[data-test=memory-card]")
+    expect(cards.first).to_be_visible()
+    before = cards.count()
+    leeds = cards.filter(has_text="Leeds")
+    leeds.locator(".mem-text").click()
+    expect(leeds).to_contain_text("From you")  # provenance: the message it came from
+    page.screenshot(path=str(ARTIFACTS / "ui-memory.png"))
+    page.once("dialog", lambda d: d.accept())
+    leeds.locator("[data-test=forget]").click()
+    expect(cards).to_have_count(before - 1)
+    expect(page.locator("[data-test=toast]")).to_contain_text("Forgotten")
+
+
+def test_a_plain_user_cannot_see_the_thinkers_thoughts_or_users_page(page, live: LiveServer, site: Site) -> None:  # type: ignore[no-untyped-def]
+    page.goto(live.url)
+    page.fill("input[name=name]", "bob")
+    page.fill("input[name=password]", PASSWORDS["bob"])
+    page.click("button:has-text('Sign in')")
+    expect(page.locator("text=Users")).to_have_count(0)
+    page.click("[data-test=new-chat]")
+    page.fill("[data-test=composer]", "What should I cook tonight?")
+    page.keyboard.press("Enter")
+    expect(page.locator("[data-test=reply]").first).not_to_be_empty(timeout=60_000)
+    expect(page.locator("[data-test=headspace]")).to_contain_text("routed", timeout=60_000)
+    expect(page.locator("[data-test=thought]")).to_have_count(0)
