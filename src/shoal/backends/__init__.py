@@ -39,11 +39,18 @@ def _register_builtins() -> None:
     if _FACTORIES:
         return
     from shoal.backends.embedded import EmbeddedBackend
+    from shoal.backends.llamacpp import LlamaCppBackend
+    from shoal.backends.lmstudio import LMStudioBackend
+    from shoal.backends.ollama import OllamaBackend
     from shoal.backends.openai_http import OpenAIHTTPBackend
+    from shoal.backends.vllm import VLLMBackend
 
     register_backend("embedded", EmbeddedBackend.from_config)
-    for kind in ("llamacpp", "ollama", "lmstudio", "vllm", "openai"):
-        register_backend(kind, OpenAIHTTPBackend.from_config)
+    register_backend("llamacpp", LlamaCppBackend.from_config)
+    register_backend("ollama", OllamaBackend.from_config)
+    register_backend("lmstudio", LMStudioBackend.from_config)
+    register_backend("vllm", VLLMBackend.from_config)
+    register_backend("openai", OpenAIHTTPBackend.from_config)
 
 
 __all__ = ["Backend", "create_backend", "generate", "register_backend"]

@@ -7,11 +7,12 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import AsyncIterator, ClassVar
 
+from shoal.backends.residency import Continuation, Residency, ResidentModel
 from shoal.config import EngineConfig, ServerConfig
 from shoal.engine import chat
 from shoal.engine.llama import Model, default_model_path
 from shoal.engine.scheduler import Engine
-from shoal.errors import NotFound
+from shoal.errors import BackendError, NotFound
 from shoal.types import Chunk, GenerateRequest
 
 
@@ -72,6 +73,39 @@ class EmbeddedBackend:
 
     async def models(self) -> list[str]:
         return [self.model_name]
+
+    # -- control plane (see shoal.backends.residency): one model, loaded on first use
+    fixed_model: ClassVar[bool] = True
+    can_load: ClassVar[bool] = False
+    continuation: ClassVar[Continuation] = "native"
+
+    @property
+    def default_concurrency(self) -> int:
+        return self.engine_config.max_sequences
+
+    def canonical(self, model: str) -> str:
+        return model
+
+    async def residency(self, timeout: float) -> Residency:
+        try:
+            size: int | None = self.model_path.stat().st_size
+        except OSError:
+            size = None
+        engine = self._engine
+        loaded = {self.model_name: ResidentModel(self.model_name, size)} if engine is not None else {}
+        return Residency(
+            loaded=loaded,
+            available={self.model_name: size},
+            slots=self.engine_config.max_sequences,
+            busy=engine.active if engine is not None else None,
+            software="embedded",
+        )
+
+    async def load(self, model: str) -> None:
+        await self.start()
+
+    async def unload(self, model: str) -> None:
+        raise BackendError(f"the embedded server '{self.name}' keeps its model loaded")
 
     def _check_model(self, req: GenerateRequest) -> None:
         if req.model and req.model not in (self.model_name, "default"):

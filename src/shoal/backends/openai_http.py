@@ -1,7 +1,10 @@
-"""OpenAI-compatible HTTP backend (llama.cpp server, Ollama, LM Studio, vLLM, OpenAI).
+"""OpenAI-compatible HTTP backend (the base of llama.cpp server, Ollama, LM Studio, vLLM; and OpenAI).
 
 Streams ``/v1/chat/completions`` as server-sent events. Cancelling the
 request closes the connection, which is how these servers learn to stop.
+A request with a ``prefix`` (mid-stream failover) continues the partial
+answer as well as the server allows (see ``shoal.backends.residency``).
+Kind-specific control (residency, load, unload) lives in the subclasses.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any, AsyncIterator, ClassVar
 
 import httpx
 
+from shoal.backends.residency import Continuation, Residency, ResidentModel
 from shoal.config import EngineConfig, ServerConfig
 from shoal.errors import BackendError, BackendProtocolError, BackendUnavailable, GenerationCancelled
 from shoal.types import Chunk, GenerateRequest
@@ -25,6 +29,9 @@ class OpenAIHTTPBackend:
     supports_grammar: ClassVar[bool] = True
     supports_embeddings: ClassVar[bool] = False
     supports_lora: ClassVar[bool] = False
+    #: a hosted API: every listed model is ready, nothing to load
+    fixed_model: ClassVar[bool] = False
+    default_concurrency: ClassVar[int] = 16
 
     def __init__(
         self,
@@ -63,7 +70,65 @@ class OpenAIHTTPBackend:
             model=server.models[0] if server.models else None,
             api_key=key,
             timeout=server.timeout,
+            **cls.options(server),
         )
+
+    @classmethod
+    def options(cls, server: ServerConfig) -> dict[str, Any]:
+        """Keyword arguments a subclass takes from the server's config."""
+        return {}
+
+    # -- control plane (see shoal.backends.residency) ---------------------
+    @property
+    def can_load(self) -> bool:
+        return False
+
+    @property
+    def continuation(self) -> Continuation:
+        return "message"
+
+    def canonical(self, model: str) -> str:
+        return model
+
+    async def residency(self, timeout: float) -> Residency:
+        data = await self._get_json("/v1/models", timeout)
+        ids = [m.get("id", "") for m in data.get("data", []) if isinstance(m, dict) and m.get("id")]
+        return Residency(loaded={i: ResidentModel(i) for i in ids}, available={i: None for i in ids})
+
+    async def load(self, model: str) -> None:
+        raise BackendError(f"server '{self.name}' ({self.kind}) cannot load models on request")
+
+    async def unload(self, model: str) -> None:
+        raise BackendError(f"server '{self.name}' ({self.kind}) cannot unload models on request")
+
+    async def _get_json(self, path: str, timeout: float) -> Any:
+        try:
+            resp = await self._client.get(path, timeout=timeout)
+        except httpx.HTTPError as exc:
+            raise BackendUnavailable(
+                f"server '{self.name}' at {self.base_url} does not answer: {exc.__class__.__name__}: {exc}",
+                hint="is the server running? check the url in shoal.toml",
+            ) from exc
+        if resp.status_code >= 400:
+            raise _http_error(self.name, resp.status_code, resp.text[:300])
+        try:
+            return resp.json()
+        except ValueError as exc:
+            raise BackendProtocolError(f"server '{self.name}' answered {path} with something that is not JSON") from exc
+
+    async def _post_json(self, path: str, body: dict[str, Any], timeout: float | None = None) -> Any:
+        try:
+            resp = await self._client.post(path, json=body, timeout=timeout or httpx.USE_CLIENT_DEFAULT)
+        except httpx.HTTPError as exc:
+            raise BackendUnavailable(
+                f"server '{self.name}' at {self.base_url} does not answer: {exc.__class__.__name__}: {exc}"
+            ) from exc
+        if resp.status_code >= 400:
+            raise _http_error(self.name, resp.status_code, resp.text[:300])
+        try:
+            return resp.json()
+        except ValueError:
+            return {}
 
     # -- request shaping ------------------------------------------------
     def payload(self, req: GenerateRequest) -> dict[str, Any]:
@@ -102,16 +167,35 @@ class OpenAIHTTPBackend:
         if req.prefix:
             # continue an assistant message already partly written
             messages.append({"role": "assistant", "content": req.prefix})
+            body.update(self.prefill_flags())
+        return body
+
+    def prefill_flags(self) -> dict[str, Any]:
+        """Extra body fields that make the server continue a trailing assistant message."""
+        return {}
+
+    def completion_prompt(self, req: GenerateRequest) -> str | None:
+        """The raw prompt that continues ``req.prefix`` exactly, when the chat template is known."""
+        return None
+
+    def completion_payload(self, req: GenerateRequest, prompt: str) -> dict[str, Any]:
+        body = self.payload(GenerateRequest(messages=[], model=req.model, sampling=req.sampling))
+        del body["messages"]
+        body["prompt"] = prompt
         return body
 
     # -- the contract -----------------------------------------------------
     async def stream(self, req: GenerateRequest) -> AsyncIterator[Chunk]:
         if req.cancel.cancelled:
             raise GenerationCancelled(req.cancel.reason or "cancelled")
-        body = self.payload(req)
+        prompt = self.completion_prompt(req) if req.prefix else None
+        if prompt is not None:
+            path, body = "/v1/completions", self.completion_payload(req, prompt)
+        else:
+            path, body = "/v1/chat/completions", self.payload(req)
         n_chunks = 0
         try:
-            async with self._client.stream("POST", "/v1/chat/completions", json=body) as resp:
+            async with self._client.stream("POST", path, json=body) as resp:
                 if resp.status_code >= 400:
                     detail = (await resp.aread()).decode("utf-8", "replace")[:500]
                     raise _http_error(self.name, resp.status_code, detail)
@@ -126,7 +210,10 @@ class OpenAIHTTPBackend:
                             continue
                         data = line[5:].strip()
                         if data == "[DONE]":
-                            return
+                            # a stream always finishes with a finish_reason first;
+                            # llama_cpp.server sends a bare [DONE] when another
+                            # request interrupts this one
+                            break
                         try:
                             event = json.loads(data)
                         except json.JSONDecodeError as exc:
@@ -140,7 +227,10 @@ class OpenAIHTTPBackend:
                         if not choices:
                             continue
                         choice = choices[0]
-                        text = (choice.get("delta") or {}).get("content") or ""
+                        if "text" in choice:  # /v1/completions
+                            text = choice.get("text") or ""
+                        else:
+                            text = (choice.get("delta") or {}).get("content") or ""
                         finish = choice.get("finish_reason")
                         if text:
                             n_chunks += 1
@@ -161,13 +251,15 @@ class OpenAIHTTPBackend:
                     raise GenerationCancelled(req.cancel.reason or "cancelled")
                 raise BackendUnavailable(
                     f"server '{self.name}' closed the stream before finishing",
-                    hint="the server may have crashed or restarted",
+                    hint="the server may have crashed or restarted, or another client's request interrupted "
+                    "this one (llama_cpp.server does that unless started with --interrupt_requests false)",
                 )
         except (httpx.HTTPError, httpx.StreamError) as exc:
             if req.cancel.cancelled:
                 raise GenerationCancelled(req.cancel.reason or "cancelled") from exc
+            what = "cannot reach" if n_chunks == 0 else "lost the stream from"
             raise BackendUnavailable(
-                f"cannot reach server '{self.name}' at {self.base_url}: {exc.__class__.__name__}: {exc}",
+                f"{what} server '{self.name}' at {self.base_url}: {exc.__class__.__name__}: {exc}",
                 hint="is the server running? check the url in shoal.toml",
             ) from exc
 

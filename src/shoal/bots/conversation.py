@@ -53,6 +53,8 @@ class ConversationBot(Bot):
 
     # -- handlers ---------------------------------------------------------------
     async def on_user_turn(self, ev: UserTurn) -> None:
+        if ev.room:
+            return  # in a room the personas answer
         await self._interrupt(ev.conversation, "a new user turn arrived")
         self._start(ev.conversation, ev.user_id, ev.message_id, ev.text, interjection=None)
 
@@ -61,6 +63,8 @@ class ConversationBot(Bot):
             return  # it waits in the store for the next reply
         if ev.conversation in self._replies:
             return  # the reply in flight will not see it; the next one will
+        if await self.ctx.conversations.room_of(ev.conversation):
+            return
         conv = await self.ctx.conversations.get_conversation(ev.conversation)
         self._start(ev.conversation, conv.user_id, ev.turn, "", interjection=ev)
 
@@ -104,13 +108,14 @@ class ConversationBot(Bot):
     ) -> None:
         message_id = new_id()
         history = await self.ctx.conversations.history(conversation, limit=self.config.history)
-        recalled, thinking, summary = await asyncio.gather(
+        recalled, thinking, summary, (version, evolved) = await asyncio.gather(
             self._recall(user_id, conversation, text or (interjection.text if interjection else ""), [m.id for m in history]),
             self._thinking(conversation, text),
             self.ctx.conversations.summary(conversation),
+            self.ctx.conversations.instruction(conversation),
         )
         pending = await self.ctx.conversations.pending_injections(conversation)
-        messages = self.build_messages(history, recalled, pending, thinking, interjection, summary)
+        messages = self.build_messages(history, recalled, pending, thinking, interjection, summary, evolved)
         req = self.request(messages)
         req.cancel = cancel
         await self.emit(
@@ -122,6 +127,7 @@ class ConversationBot(Bot):
                 recalled=recalled,
                 injections=[p["id"] for p in pending],
                 summary=summary,
+                instruction_version=version,
             )
         )
         parts: list[str] = []
@@ -235,8 +241,11 @@ class ConversationBot(Bot):
         thinking: str,
         interjection: Injection | None,
         summary: str = "",
+        evolved: str = "",
     ) -> list[ChatMessage]:
         system = [self.config.instruction or "You are a helpful assistant."]
+        if evolved:
+            system.append(evolved)
         if summary:
             system.append(f"Earlier in this conversation: {summary}")
         if recalled:

@@ -32,8 +32,14 @@ from shoal.errors import ShoalError
 from shoal.memory.store import keywords
 from shoal.runtime.bot import Bot
 from shoal.runtime.messages import (
+    ActionEnd,
+    Alarm,
     ConsentDecision,
     Injection,
+    InstructionChanged,
+    MonologuePrompt,
+    MonologueReply,
+    TimerTick,
     MemoryDone,
     MemoryProposed,
     MemoryItem,
@@ -55,6 +61,14 @@ _PLAN = re.compile(
     r"i am going to|going to|todo|to-do|schedule|decide|organi[sz]e|prepare)\b",
     re.I,
 )
+#: the user asks for a standing change in how the bot talks to them
+_STYLE = re.compile(
+    r"\b(?:from now on|always|never|please (?:be|keep|use|answer|reply|talk|speak|write|stop|don't|do not)|"
+    r"call me|(?:answer|reply|respond|talk|speak|write) (?:more |in |to me |only |shorter|longer|briefly|formally)|"
+    r"keep (?:it|your answers|answers) (?:short|brief)|stop (?:using|saying|calling))\b",
+    re.I,
+)
+_MENTION = re.compile(r"@([A-Za-z0-9_-]+)")
 _PERSONAL = re.compile(r"\b(?:i|i'm|i am|my|me|mine|i've|i'd|i'll)\b", re.I)
 
 REFLECT_SCHEMA: dict[str, Any] = {
@@ -65,6 +79,15 @@ REFLECT_SCHEMA: dict[str, Any] = {
     },
     "required": ["share", "note"],
 }
+
+MONOLOGUE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"done": {"type": "boolean"}, "question": {"type": "string", "maxLength": 200}},
+    "required": ["done", "question"],
+}
+
+#: longest evolved instruction kept for a conversation; older lines fall off
+MAX_EVOLVED_CHARS = 600
 
 SLOT_QUESTIONS = {
     "name": "The user's name is unknown. Ask for their name.",
@@ -107,7 +130,9 @@ class TurnState:
 class PrimaryBot(Bot):
     role: ClassVar[str] = "primary"
     priority: ClassVar[Priority] = Priority.PRIMARY
-    subscribes: ClassVar[tuple[str, ...]] = ("conv.*.user", "conv.*.thought", "conv.*.memory")
+    subscribes: ClassVar[tuple[str, ...]] = (
+        "conv.*.user", "conv.*.thought", "conv.*.memory", "conv.*.action", "conv.*.alarm", "conv.*.timer",
+    )
 
     #: turns a question for consent may wait for an answer before it lapses
     CONSENT_PATIENCE = 3
@@ -178,11 +203,22 @@ class PrimaryBot(Bot):
                     continue
                 targets.append(name)
                 reasons[name] = f"rule '{rule.name}'"
+        # specialised thinkers and actions can be asked for by name: "@critic what do you think?"
+        for name in _MENTION.findall(text):
+            bot = next((b for b in self.ctx.config.bots if b.name.lower() == name.lower() and b.enabled), None)
+            if bot is not None and bot.role in ("thinker", "action") and bot.name not in targets:
+                targets.append(bot.name)
+                reasons[bot.name] = "asked for by name"
         return targets, reasons
 
     async def on_user_turn(self, ev: UserTurn) -> None:
+        if ev.room:
+            await self._route_room(ev)
+            return
         if self.ctx.config.memory.consent == "ask":
             await self._check_consent(ev)
+        if _STYLE.search(ev.text):
+            await self._evolve_instruction(ev)
         targets, reasons = self.route(ev.text)
         state = TurnState(
             turn=ev.message_id,
@@ -194,6 +230,10 @@ class PrimaryBot(Bot):
         )
         self._turns[ev.message_id] = state
         await self.emit(Route(conversation=ev.conversation, turn=ev.message_id, targets=targets, reasons=reasons))
+        for name in targets:
+            bc = self.ctx.config.bot(name)
+            if bc.role == "action" and self.ctx.actions is not None:
+                self.tasks.spawn(self.ctx.actions.run(bc, ev.conversation, ev.message_id, ev.text), name=f"action:{name}")
         if not state.waiting:
             self.tasks.spawn(self._settle(state), name=f"settle:{state.turn}")
             return
@@ -213,6 +253,104 @@ class PrimaryBot(Bot):
             return
         state.recalled.extend(ev.recalled)
         self._arrived(state, ev.bot)
+
+    async def on_action_end(self, ev: ActionEnd) -> None:
+        state = self._turns.get(ev.turn or "")
+        if state is None or state.settled:
+            return
+        if ev.status == "done" and ev.text:
+            note = ev.text[:300]
+            await self.inject(state, f"The {ev.template} action found: {note}", reason=f"action {ev.action_id}", mode="next_reply")
+        self._arrived(state, ev.template)
+
+    # -- outside events: alarms (webhooks) and timers -----------------------------------
+    async def on_alarm(self, ev: Alarm) -> None:
+        await self.inject_into(
+            ev.conversation,
+            ev.turn,
+            f"An outside event arrived ({ev.hook}): {ev.text} Tell the user about it briefly.",
+            reason=f"alarm:{ev.hook}",
+            mode="interject",
+        )
+
+    async def on_timer_tick(self, ev: TimerTick) -> None:
+        if ev.timer != "silence":
+            return
+        await self.inject_into(
+            ev.conversation,
+            ev.turn,
+            "The user has been quiet for a while. Say one short, friendly thing to pick the conversation up again.",
+            reason=f"timer:{ev.bot}:silence",
+            mode="interject",
+        )
+
+    # -- monologue: a thinker talks its thought over with the primary ---------------------
+    async def on_monologue_prompt(self, msg: MonologuePrompt) -> MonologueReply:
+        messages = [
+            ChatMessage(
+                "system",
+                "You talk with a thinker, in the background, about a conversation with a user. "
+                "Ask one short question that takes its thought further, or set done when it has reached a conclusion.",
+            ),
+            ChatMessage("user", "\n".join(msg.transcript[-6:])),
+        ]
+        for _attempt in range(2):
+            out = await self.complete(self.request(messages, json_schema=MONOLOGUE_SCHEMA, temperature=0.0, max_tokens=96))
+            try:
+                data = json.loads(out.text)
+                done, question = bool(data["done"]), str(data["question"]).strip()
+            except (ValueError, KeyError, TypeError):
+                self.invalid_outputs += 1
+                continue
+            return MonologueReply(text="" if done else question, done=done or not question)
+        self.dropped_outputs += 1
+        return MonologueReply(done=True)
+
+    # -- the evolving instruction ---------------------------------------------------------
+    async def _evolve_instruction(self, ev: UserTurn) -> None:
+        """A standing request ("from now on, call me Sam") becomes part of the conversation's instruction.
+
+        The line kept is the user's own sentence, quoted: a small model's
+        paraphrase drifts, the user's words cannot. Each change is a new
+        version; ``Swarm.revert_instruction`` restores any earlier one.
+        """
+        sentences = re.split(r"(?<=[.!?])\s+", ev.text.strip())
+        asked = next((x for x in sentences if _STYLE.search(x)), "")
+        asked = " ".join(asked.split())[:200].rstrip()
+        if not asked:
+            return
+        line = f'The user asked you, for the rest of this conversation: "{asked}"'
+        await self.set_instruction(ev.conversation, ev.turn, line, reason="a standing request from the user", append=True)
+
+    async def set_instruction(
+        self, conversation: str, turn: str | None, text: str, *, reason: str, append: bool, source: str = ""
+    ) -> int:
+        store = self.ctx.conversations
+        _version, current = await store.instruction(conversation)
+        if append:
+            lines = [x for x in current.splitlines() if x.strip() and x.strip() != text] + [text]
+            while len("\n".join(lines)) > MAX_EVOLVED_CHARS and len(lines) > 1:
+                lines.pop(0)
+            text = "\n".join(lines)
+        version = await store.add_instruction_version(conversation, text, reason=reason, source=source or self.name)
+        await self.emit(InstructionChanged(conversation=conversation, turn=turn, version=version, text=text, reason=reason))
+        return version
+
+    # -- rooms ----------------------------------------------------------------------------
+    async def _route_room(self, ev: UserTurn) -> None:
+        cfg = self.ctx.config
+        room = cfg.room(ev.room or "")
+        personas = [cfg.bot(p) for p in room.personas if cfg.bot(p).enabled]
+        decision = await self.ctx.rooms.decide(room, personas, ev.text)
+        targets = list(decision.answer)
+        reasons = {p: f"room: {r}" for p, r in decision.reasons.items()}
+        for name in cfg.routing.always:
+            if cfg.bot(name).enabled and name not in targets:
+                targets.append(name)
+                reasons[name] = "always"
+        for name, why in decision.limited.items():
+            reasons.setdefault(name, f"skipped: {why}")
+        await self.emit(Route(conversation=ev.conversation, turn=ev.message_id, targets=targets, reasons=reasons))
 
     def _arrived(self, state: TurnState, bot: str) -> None:
         state.waiting.discard(bot)

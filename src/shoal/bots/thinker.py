@@ -2,14 +2,30 @@
 
 The primary routes a turn here; the thinker streams a thought at background
 priority, keeps it in a live buffer (``is_thinking()``, "what are you
-thinking about?") and publishes it when done. When a new turn arrives while
-it is still thinking about an older one, the stale thought is terminated.
+thinking about?") and publishes it when done.
+
+A new turn may arrive while a thought about an older one is still running.
+What happens then is the bot's ``interrupt`` policy, and every step of it is
+an event in the headspace stream:
+
+* ``terminate`` (default): the stale thought is cancelled, a new one starts;
+* ``queue``: the turn waits (``thought.queued``) and starts when the thoughts
+  before it end, in order;
+* ``spawn``: another thought starts alongside, up to ``max_thoughts``; beyond
+  that the oldest is culled;
+* ``merge``: the running thought is stopped and its partial text folded, with
+  the new turn, into one resubmitted thought (``merged_from``).
+
+With ``monologue_rounds`` the finished thought goes on as a background talk
+with the primary (``monologue.step`` events), bounded in rounds and tokens;
+its conclusion is what the thought ends with.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -18,12 +34,16 @@ from shoal.runtime.bot import Bot
 from shoal.runtime.messages import (
     Ack,
     CancelThought,
+    MonologuePrompt,
+    MonologueReply,
+    MonologueStep,
     Route,
     StatusQuery,
     StatusResult,
     ThinkerStatus,
     ThoughtDelta,
     ThoughtEnd,
+    ThoughtQueued,
     ThoughtStart,
 )
 from shoal.store.ids import new_id
@@ -35,15 +55,27 @@ THINK_PROMPT = (
 )
 
 
+MERGE_PROMPT = (
+    "You were thinking about an earlier message when the user said more. "
+    "Your unfinished thought was:\n{partial}\n\nFold it and the new message into one thought."
+)
+
+
 @dataclass
 class Thought:
     id: str
     conversation: str
     turn: str | None
+    reason: str = ""
+    merged_from: list[str] = field(default_factory=list)
+    turns: list[str] = field(default_factory=list)
+    partial: str = ""
     cancel: CancelToken = field(default_factory=CancelToken)
     parts: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     task: asyncio.Task[None] | None = None
+    #: the status this thought ends with if it is stopped (cancelled, culled, merged)
+    stop_status: str = "cancelled"
 
     @property
     def text(self) -> str:
@@ -57,92 +89,213 @@ class ThinkerBot(Bot):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._live: dict[str, Thought] = {}
+        self._live: dict[str, list[Thought]] = {}  # conversation -> running thoughts, oldest first
+        self._queued: dict[str, deque[Route]] = {}
         self._last: dict[str, Thought] = {}
 
     # -- state ------------------------------------------------------------------
     def is_thinking(self, conversation: str | None = None) -> bool:
         if conversation is None:
-            return bool(self._live)
-        return conversation in self._live
+            return any(self._live.values())
+        return bool(self._live.get(conversation))
 
     def status(self, conversation: str | None = None) -> list[ThinkerStatus]:
-        """What the thinker is thinking about: the live buffer, or the last thought."""
+        """What the thinker is thinking about: the live buffers, or the last thought."""
         out = []
         convs = [conversation] if conversation else sorted(set(self._live) | set(self._last))
         for conv in convs:
-            live = self._live.get(conv)
-            t = live or self._last.get(conv)
-            out.append(
-                ThinkerStatus(
-                    bot=self.name,
-                    thinking=live is not None,
-                    conversation=conv,
-                    thought_id=t.id if t else None,
-                    text=t.text if t else "",
-                    started=t.started if t else None,
+            live = self._live.get(conv) or []
+            shown = live or ([self._last[conv]] if conv in self._last else [])
+            if not shown:
+                out.append(ThinkerStatus(bot=self.name, thinking=False, conversation=conv))
+            for t in shown:
+                out.append(
+                    ThinkerStatus(
+                        bot=self.name,
+                        thinking=bool(live),
+                        conversation=conv,
+                        thought_id=t.id,
+                        text=t.text,
+                        started=t.started,
+                    )
                 )
-            )
         return out
 
     # -- handlers -----------------------------------------------------------------
     async def on_route(self, ev: Route) -> None:
         if self.name not in ev.targets:
             return
-        stale = self._live.get(ev.conversation)
-        if stale is not None:
-            stale.cancel.cancel("a newer turn arrived")
-        thought = Thought(id=new_id(), conversation=ev.conversation, turn=ev.turn)
-        self._live[ev.conversation] = thought
-        thought.task = self.tasks.spawn(self._think(thought, ev.reasons.get(self.name, "")), name=f"think:{thought.id}")
+        conv = ev.conversation
+        running = self._live.setdefault(conv, [])
+        queue = self._queued.setdefault(conv, deque())
+        policy = self.config.interrupt
+        reason = ev.reasons.get(self.name, "")
+        if not running and not queue:
+            self._start(ev, reason)
+        elif policy == "queue":
+            queue.append(ev)
+            await self.emit(ThoughtQueued(conversation=conv, turn=ev.turn, position=len(queue)))
+        elif policy == "terminate":
+            for t in running:
+                t.stop_status = "cancelled"
+                t.cancel.cancel("a newer turn arrived")
+            self._start(ev, reason)
+        elif policy == "spawn":
+            self._start(ev, reason)
+            while len(running) > self.config.max_thoughts:
+                oldest = running.pop(0)
+                oldest.stop_status = "culled"
+                oldest.cancel.cancel(f"more than {self.config.max_thoughts} thoughts at once")
+        else:  # merge
+            folded = list(running)
+            for t in folded:
+                t.stop_status = "merged"
+                t.cancel.cancel("merged into a newer thought")
+            running.clear()
+            partial = "\n".join(t.text.strip() for t in folded if t.text.strip())
+            turns = [x for t in folded for x in (t.turns or [t.turn]) if x]
+            self._start(ev, reason, merged_from=[t.id for t in folded], partial=partial, turns=turns)
+
+    def _start(
+        self, ev: Route, reason: str, *, merged_from: list[str] | None = None, partial: str = "", turns: list[str] | None = None
+    ) -> Thought:
+        thought = Thought(
+            id=new_id(),
+            conversation=ev.conversation,
+            turn=ev.turn,
+            reason=reason,
+            merged_from=merged_from or [],
+            partial=partial,
+            turns=[*(turns or []), *([ev.turn] if ev.turn else [])],
+        )
+        self._live.setdefault(ev.conversation, []).append(thought)
+        thought.task = self.tasks.spawn(self._think(thought), name=f"think:{thought.id}")
+        return thought
 
     async def on_status_query(self, msg: StatusQuery) -> StatusResult:
         return StatusResult(statuses=self.status(msg.conversation))
 
     async def on_cancel_thought(self, msg: CancelThought) -> Ack:
         n = 0
-        for t in list(self._live.values()):
-            if (msg.conversation in (None, t.conversation)) and (msg.thought_id in (None, t.id)):
-                t.cancel.cancel("cancelled on request")
-                n += 1
+        for thoughts in list(self._live.values()):
+            for t in list(thoughts):
+                if (msg.conversation in (None, t.conversation)) and (msg.thought_id in (None, t.id)):
+                    t.stop_status = "cancelled"
+                    t.cancel.cancel("cancelled on request")
+                    n += 1
+        if msg.thought_id is None:  # cancelling a conversation's thinking drops its queue too
+            for conv, queue in self._queued.items():
+                if msg.conversation in (None, conv):
+                    n += len(queue)
+                    queue.clear()
         return Ack(ok=n > 0, detail=f"cancelled {n} thought(s)")
 
     # -- thinking -------------------------------------------------------------------
-    async def _think(self, thought: Thought, reason: str) -> None:
+    async def _think(self, thought: Thought) -> None:
         conv = thought.conversation
         store = self.ctx.conversations
         await store.save_thought(
             thought.id, conv, bot=self.name, turn_id=thought.turn, text="", status="thinking", started_at=thought.started
         )
-        await self.emit(ThoughtStart(conversation=conv, turn=thought.turn, thought_id=thought.id, reason=reason))
+        await self.emit(
+            ThoughtStart(
+                conversation=conv,
+                turn=thought.turn,
+                thought_id=thought.id,
+                reason=thought.reason,
+                policy=self.config.interrupt,
+                merged_from=thought.merged_from,
+                turns=thought.turns,
+            )
+        )
         status, error = "done", None
         try:
             history = await store.history(conv, limit=max(1, self.config.history))
-            req = self.request(self.build_messages(history))
-            req.cancel = thought.cancel
-            async for chunk in self.stream(req):
-                if chunk.text:
-                    thought.parts.append(chunk.text)
-                    await self.emit(ThoughtDelta(conversation=conv, turn=thought.turn, thought_id=thought.id, text=chunk.text))
+            messages = self.build_messages(history, partial=thought.partial)
+            await self._generate(thought, messages, self.config.max_tokens, live=True)
+            if self.config.monologue_rounds and thought.text.strip():
+                await self._monologue(thought, messages)
         except GenerationCancelled:
-            status = "cancelled"
+            status = thought.stop_status
         except asyncio.CancelledError:
             thought.cancel.cancel("shutting down")
-            status = "cancelled"
-            await self._end(thought, status, None)
+            await self._end(thought, "cancelled", None)
             raise
         except ShoalError as exc:
             status, error = "error", str(exc)
         await self._end(thought, status, error)
 
+    async def _generate(self, thought: Thought, messages: list[ChatMessage], max_tokens: int, *, live: bool) -> str:
+        req = self.request(messages, max_tokens=max_tokens)
+        req.cancel = thought.cancel
+        parts: list[str] = []
+        async for chunk in self.stream(req):
+            if chunk.text:
+                parts.append(chunk.text)
+                if live:
+                    thought.parts.append(chunk.text)
+                    await self.emit(
+                        ThoughtDelta(conversation=thought.conversation, turn=thought.turn, thought_id=thought.id, text=chunk.text)
+                    )
+        return "".join(parts)
+
+    async def _monologue(self, thought: Thought, messages: list[ChatMessage]) -> None:
+        """Talk the thought over with the primary, bounded in rounds and tokens; end on a conclusion."""
+        primaries = self.ctx.config.bots_with_role("primary")
+        if not primaries:
+            return
+        budget = self.config.monologue_tokens
+        lines = [f"{self.name}: {thought.text.strip()}"]
+        conclusion = thought.text.strip()
+        for rnd in range(1, self.config.monologue_rounds + 1):
+            if budget <= 16 or thought.cancel.cancelled:
+                break
+            reply = await self.ask(
+                primaries[0].name,
+                MonologuePrompt(conversation=thought.conversation, thought=conclusion, transcript=lines),
+                timeout=self.ctx.config.routing.settle_timeout,
+            )
+            if not isinstance(reply, MonologueReply) or reply.done or not reply.text.strip():
+                break
+            question = reply.text.strip()
+            budget -= max(1, len(question) // 4)
+            lines.append(f"{primaries[0].name}: {question}")
+            await self.emit(
+                MonologueStep(
+                    conversation=thought.conversation, turn=thought.turn, thought_id=thought.id,
+                    speaker=primaries[0].name, round=rnd, text=question,
+                )
+            )
+            follow = [
+                *messages,
+                ChatMessage("assistant", conclusion),
+                ChatMessage("user", f"{question}\nAnswer in one or two sentences."),
+            ]
+            answer = (await self._generate(thought, follow, min(self.config.max_tokens, budget), live=False)).strip()
+            budget -= max(1, len(answer) // 4)
+            if not answer:
+                break
+            lines.append(f"{self.name}: {answer}")
+            conclusion = answer
+            await self.emit(
+                MonologueStep(
+                    conversation=thought.conversation, turn=thought.turn, thought_id=thought.id,
+                    speaker=self.name, round=rnd, text=answer,
+                )
+            )
+        if conclusion != thought.text.strip():
+            thought.parts = [thought.text.rstrip(), "\n\n", conclusion]
+
     async def _end(self, thought: Thought, status: str, error: str | None) -> None:
-        if self._live.get(thought.conversation) is thought:
-            del self._live[thought.conversation]
-        self._last[thought.conversation] = thought
+        conv = thought.conversation
+        running = self._live.get(conv, [])
+        if thought in running:
+            running.remove(thought)
+        self._last[conv] = thought
         text = thought.text.strip()
         await self.ctx.conversations.save_thought(
             thought.id,
-            thought.conversation,
+            conv,
             bot=self.name,
             turn_id=thought.turn,
             text=text,
@@ -152,7 +305,7 @@ class ThinkerBot(Bot):
         )
         await self.emit(
             ThoughtEnd(
-                conversation=thought.conversation,
+                conversation=conv,
                 turn=thought.turn,
                 thought_id=thought.id,
                 text=text,
@@ -160,12 +313,17 @@ class ThinkerBot(Bot):
                 error=error,
             )
         )
+        queue = self._queued.get(conv)
+        if queue and not running and self._consumer is not None:
+            nxt = queue.popleft()
+            self._start(nxt, nxt.reasons.get(self.name, ""))
 
-    def build_messages(self, history: list[Any]) -> list[ChatMessage]:
+    def build_messages(self, history: list[Any], *, partial: str = "") -> list[ChatMessage]:
         system = self.config.instruction or "You think quietly about the conversation."
         lines = [f"{m.role}: {m.content}" for m in history if m.role in ("user", "assistant") and m.content]
         transcript = "\n".join(lines[-self.config.history :] if self.config.history else lines[-1:])
+        ask = THINK_PROMPT if not partial else MERGE_PROMPT.format(partial=partial) + "\n" + THINK_PROMPT
         return [
             ChatMessage("system", system),
-            ChatMessage("user", f"Conversation so far:\n{transcript}\n\n{THINK_PROMPT}"),
+            ChatMessage("user", f"Conversation so far:\n{transcript}\n\n{ask}"),
         ]

@@ -30,6 +30,9 @@ def _register() -> None:
     app.add_typer(users.app, name="users")
     app.add_typer(tokens.app, name="tokens")
     app.add_typer(memory.app, name="memory")
+    from shoal.cli import cluster
+
+    app.add_typer(cluster.app, name="cluster")
 
 
 def setup_logging() -> None:

@@ -249,6 +249,11 @@ class Context:
         self._lib.llama_memory_seq_cp(self.mem, src, dst, -1, -1)
         self._lib.llama_memory_seq_rm(self.mem, dst, n, -1)
 
+    def seq_move(self, src: int, dst: int) -> None:
+        """Move ``src``'s cells to ``dst`` (a copy of the stream, done at the next decode)."""
+        self._lib.llama_memory_seq_cp(self.mem, src, dst, -1, -1)
+        self._lib.llama_memory_seq_rm(self.mem, src, -1, -1)
+
     def seq_pos_max(self, seq: int) -> int:
         return int(self._lib.llama_memory_seq_pos_max(self.mem, seq))
 

@@ -5,8 +5,8 @@ Every step the engine thread builds one llama.cpp batch:
 * foreground sequences are always in it (a prompt chunk or their next token);
 * background sequences fill what is left of a token budget, in priority
   order (primary > memory > thinking, then rank, then arrival); while a
-  foreground prompt is being read, background sequences only decode, so a
-  long background prompt cannot stall the person waiting;
+  foreground prompt is being read they wait, so the person's first token
+  costs one pass over the weights, not two;
 * a sequence that is not scheduled keeps its KV cells and resumes where it
   stopped (no recomputation).
 
@@ -124,6 +124,8 @@ class Engine:
         self._incoming: list[tuple[tuple[int, int, int], _Seq]] = []  # heap
         self._active: list[_Seq] = []
         self._cache: OrderedDict[int, list[int]] = OrderedDict()  # seq_id -> tokens
+        # a min-heap: live sequences take the lowest ids, cached prefixes are
+        # parked at the highest (see _step for why ids must stay consecutive)
         self._free_ids = list(range(self.n_seq))
         self._order = itertools.count()
         self._stopping = False
@@ -263,7 +265,7 @@ class Engine:
                 if not self._free_ids and not self._evict_cache():
                     break
                 heapq.heappop(self._incoming)
-                seq.seq_id = self._free_ids.pop()
+                seq.seq_id = heapq.heappop(self._free_ids)
                 self._active.append(seq)
                 self._reuse_prefix(seq)
 
@@ -289,8 +291,23 @@ class Engine:
             return False
         sid, _ = self._cache.popitem(last=False)
         self.ctx.seq_rm(sid)
-        self._free_ids.append(sid)
+        heapq.heappush(self._free_ids, sid)
         return True
+
+    def _park(self, sid: int) -> int:
+        """Move a finished sequence's KV stream to the highest free id; return its id.
+
+        Keeps the low ids, where live sequences run, free of cached prefixes.
+        Costs one copy of the stream (tens of MB) per finished sequence.
+        """
+        top = max(self._free_ids, default=-1)
+        if top <= sid:
+            return sid
+        self._free_ids.remove(top)
+        heapq.heapify(self._free_ids)
+        self.ctx.seq_move(sid, top)
+        heapq.heappush(self._free_ids, sid)
+        return top
 
     def _plan(self) -> list[tuple[_Seq, int]]:
         """Choose (sequence, n_tokens) for this step."""
@@ -303,9 +320,12 @@ class Engine:
         for seq in order:
             if budget <= 0:
                 break
+            if fg_prefill and not seq.foreground:
+                # read the person's prompt alone: llama.cpp runs one pass per
+                # distinct token count across KV streams, so even one background
+                # token beside a prompt chunk costs a whole extra decode pass
+                continue
             if seq.prefilling:
-                if not seq.foreground and fg_prefill:
-                    continue  # read the person's prompt first
                 chunk = self.config.prefill_chunk if seq.foreground else min(self.config.prefill_chunk, bg_budget)
                 n = min(len(seq.prompt) - seq.n_past, chunk, budget)
             else:
@@ -331,7 +351,11 @@ class Engine:
             return
         items: list[tuple[int, int, int, bool]] = []
         outputs: list[tuple[_Seq, int]] = []
-        for seq, n in plan:
+        # With one KV stream per sequence, llama.cpp splits a batch into one
+        # pass per run of *consecutive, ascending* sequence ids
+        # (split_equal(sequential)). Items go in id order and live sequences
+        # hold the lowest ids, so a decode step over N sequences is one pass.
+        for seq, n in sorted(plan, key=lambda p: p[0].seq_id):
             if seq.prefilling:
                 start = seq.n_past
                 toks = seq.prompt[start : start + n]
@@ -436,13 +460,13 @@ class Engine:
             seq.sampler.close()
             seq.sampler = None
         if seq.seq_id >= 0:
-            if keep_prefix and len(seq.fed) >= MIN_SHARED_PREFIX:
-                self._cache[seq.seq_id] = seq.fed
+            if keep_prefix and self.config.prefix_cache > 0 and len(seq.fed) >= MIN_SHARED_PREFIX:
+                self._cache[self._park(seq.seq_id)] = seq.fed
                 while len(self._cache) > self.config.prefix_cache:
                     self._evict_cache()
             else:
                 self.ctx.seq_rm(seq.seq_id)
-                self._free_ids.append(seq.seq_id)
+                heapq.heappush(self._free_ids, seq.seq_id)
             seq.seq_id = -1
 
     def _finish(self, seq: _Seq, reason: str, *, flush: bool = True) -> None:

@@ -41,6 +41,10 @@ class BotContext:
     memories: "MemoryStore"
     backends: dict[str, Backend]
     config: ShoalConfig
+    #: spawns hot action bots (set by the swarm)
+    actions: Any = None
+    #: decides who answers in rooms (set by the swarm)
+    rooms: Any = None
 
 
 class Bot:

@@ -61,6 +61,10 @@ class UserTurn(Event):
     message_id: str
     user_id: str
     text: str
+    #: the person's name (rooms hold several people)
+    author: str = ""
+    #: set when the conversation is a room: personas answer, not the conversation bot
+    room: str | None = None
 
 
 # --- conv.<id>.reply --------------------------------------------------------
@@ -73,6 +77,8 @@ class ReplyStart(Event):
     injections: list[str] = Field(default_factory=list)
     #: the running summary of the conversation's crushed middle, when there is one
     summary: str = ""
+    #: the version of the conversation's evolved instruction the reply was built on (0: none)
+    instruction_version: int = 0
 
 
 class ReplyDelta(Event):
@@ -95,6 +101,19 @@ class ThoughtStart(Event):
     kind: Literal["thought.start"] = "thought.start"
     thought_id: str
     reason: str = ""
+    #: the thinker's interrupt policy when it started (queue, spawn, terminate, merge)
+    policy: str = ""
+    #: thoughts folded into this one (policy "merge")
+    merged_from: list[str] = Field(default_factory=list)
+    #: turns this thought covers (more than one after a merge)
+    turns: list[str] = Field(default_factory=list)
+
+
+class ThoughtQueued(Event):
+    """A turn waits for the thinker (policy "queue"); it starts when those before it end."""
+
+    kind: Literal["thought.queued"] = "thought.queued"
+    position: int
 
 
 class ThoughtDelta(Event):
@@ -107,8 +126,66 @@ class ThoughtEnd(Event):
     kind: Literal["thought.end"] = "thought.end"
     thought_id: str
     text: str
+    #: cancelled: stopped (terminate, on request); culled: too many at once (spawn);
+    #: merged: folded into a newer thought (merge)
+    status: Literal["done", "cancelled", "culled", "merged", "error"] = "done"
+    error: str | None = None
+
+
+class MonologueStep(Event):
+    """One line of the background monologue between the primary and a thinker."""
+
+    kind: Literal["monologue.step"] = "monologue.step"
+    thought_id: str
+    speaker: str
+    round: int
+    text: str
+
+
+# --- conv.<id>.action -------------------------------------------------------
+class ActionStart(Event):
+    """A hot action bot was spawned for one task."""
+
+    kind: Literal["action.start"] = "action.start"
+    action_id: str
+    template: str
+    task: str
+
+
+class ActionEnd(Event):
+    kind: Literal["action.end"] = "action.end"
+    action_id: str
+    template: str
+    text: str = ""
     status: Literal["done", "cancelled", "error"] = "done"
     error: str | None = None
+
+
+# --- conv.<id>.alarm / conv.<id>.timer -------------------------------------
+class Alarm(Event):
+    """An outside event (webhook) for the primary to bring into the conversation."""
+
+    kind: Literal["alarm"] = "alarm"
+    hook: str
+    text: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class TimerTick(Event):
+    """A timer bot's periodic event, e.g. the conversation has been quiet for a while."""
+
+    kind: Literal["timer.tick"] = "timer.tick"
+    timer: str = "silence"
+    seconds: float = 0.0
+
+
+class InstructionChanged(Event):
+    """The foreground instruction of this conversation evolved (or was reverted)."""
+
+    kind: Literal["instruction.changed"] = "instruction.changed"
+    version: int
+    text: str
+    reason: str = ""
 
 
 # --- conv.<id>.memory -------------------------------------------------------
@@ -184,6 +261,13 @@ CHANNEL: dict[str, str] = {
     "thought.start": "thought",
     "thought.delta": "thought",
     "thought.end": "thought",
+    "thought.queued": "thought",
+    "monologue.step": "thought",
+    "action.start": "action",
+    "action.end": "action",
+    "alarm": "alarm",
+    "timer.tick": "timer",
+    "instruction.changed": "system",
     "memory.write": "memory",
     "memory.rejected": "memory",
     "memory.done": "memory",
@@ -204,6 +288,13 @@ AnyEvent = Annotated[
         ThoughtStart,
         ThoughtDelta,
         ThoughtEnd,
+        ThoughtQueued,
+        MonologueStep,
+        ActionStart,
+        ActionEnd,
+        Alarm,
+        TimerTick,
+        InstructionChanged,
         MemoryWrite,
         MemoryRejected,
         MemoryProposed,
@@ -289,6 +380,46 @@ class ConsentDecision(Control):
     reason: str = ""
 
 
+class MonologuePrompt(Control):
+    """The thinker asks the primary to carry the background monologue one step on."""
+
+    kind: Literal["monologue.prompt"] = "monologue.prompt"
+    conversation: str
+    thought: str
+    transcript: list[str] = Field(default_factory=list)
+
+
+class MonologueReply(Control):
+    kind: Literal["monologue.reply"] = "monologue.reply"
+    text: str = ""
+    done: bool = False
+
+
+class Speak(Control):
+    """Ask a persona to say its next line in a room (two personas talking)."""
+
+    kind: Literal["persona.speak"] = "persona.speak"
+    conversation: str
+    turn: str | None = None
+    reason: str = ""
+
+
+class Spoken(Control):
+    kind: Literal["persona.spoken"] = "persona.spoken"
+    message_id: str = ""
+    text: str = ""
+    status: str = "complete"
+
+
+class FireAlarm(Control):
+    """Deliver a webhook payload to an alarm bot."""
+
+    kind: Literal["alarm.fire"] = "alarm.fire"
+    conversation: str
+    text: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
 class Ack(Control):
     kind: Literal["ack"] = "ack"
     ok: bool = True
@@ -296,7 +427,10 @@ class Ack(Control):
 
 
 AnyControl = Annotated[
-    Union[RecallQuery, RecallResult, StatusQuery, StatusResult, CancelThought, StopReply, ConsentDecision, Ack],
+    Union[
+        RecallQuery, RecallResult, StatusQuery, StatusResult, CancelThought, StopReply, ConsentDecision,
+        MonologuePrompt, MonologueReply, Speak, Spoken, FireAlarm, Ack,
+    ],
     Field(discriminator="kind"),
 ]
 _CONTROL = TypeAdapter(AnyControl)

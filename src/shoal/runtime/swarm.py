@@ -49,9 +49,20 @@ def bot_classes() -> dict[str, type[Bot]]:
     from shoal.bots.conversation import ConversationBot
     from shoal.bots.memory import MemoryBot
     from shoal.bots.primary import PrimaryBot
+    from shoal.bots.alarm import AlarmBot
+    from shoal.bots.persona import PersonaBot
     from shoal.bots.thinker import ThinkerBot
+    from shoal.bots.timer import TimerBot
 
-    return {"conversation": ConversationBot, "primary": PrimaryBot, "thinker": ThinkerBot, "memory": MemoryBot}
+    return {
+        "conversation": ConversationBot,
+        "primary": PrimaryBot,
+        "thinker": ThinkerBot,
+        "memory": MemoryBot,
+        "timer": TimerBot,
+        "alarm": AlarmBot,
+        "persona": PersonaBot,
+    }
 
 
 @dataclass
@@ -122,9 +133,17 @@ class Swarm:
             if server.enabled:
                 self.backends[server.name] = create_backend(server, self.config.engine)
         self._ctx = ctx = BotContext(self.mesh, self.conversations, self.memories, self.backends, self.config)
+        from shoal.bots.action import ActionPool
+        from shoal.runtime.rooms import RateLimiter, RoomAnalyser
+
+        ctx.actions = self.actions = ActionPool(ctx)
+        ctx.rooms = self.rooms = RoomAnalyser(RateLimiter(self.conversations))
         classes = bot_classes()
         for bc in self.config.bots:
-            if bc.enabled:
+            if bc.enabled and bc.role == "action":  # a template: instances are spawned per task
+                if bc.server not in self.backends:
+                    raise NotFound(f"bot '{bc.name}' uses server '{bc.server}', which is disabled")
+            elif bc.enabled:
                 if bc.server not in self.backends:
                     raise NotFound(f"bot '{bc.name}' uses server '{bc.server}', which is disabled")
                 self.bots[bc.name] = classes[bc.role](bc, ctx)
@@ -184,7 +203,7 @@ class Swarm:
             setattr(current, field_name, getattr(updated, field_name))
         if was_enabled and not current.enabled and name in self.bots:
             await self.bots.pop(name).stop()
-        elif not was_enabled and current.enabled and self._started and name not in self.bots:
+        elif not was_enabled and current.enabled and self._started and name not in self.bots and current.role != "action":
             bot = bot_classes()[current.role](current, self._ctx)
             self.bots[name] = bot
             await bot.start()
@@ -237,10 +256,98 @@ class Swarm:
                 hint="split it into several messages (or raise server.max_message_chars)",
             )
         await self.conversations.get_conversation(conversation_id, user_id=user_id)
-        msg = await self.conversations.add_message(conversation_id, "user", text)
+        room = await self.conversations.room_of(conversation_id)
+        author = (await self.conversations.get_user(user_id)).name if room else ""
+        # in a room the message keeps its author's name (personas see who said what)
+        msg = await self.conversations.add_message(conversation_id, "user", text, bot=author or None)
         return UserTurn(
-            conversation=conversation_id, bot="user", turn=msg.id, message_id=msg.id, user_id=user_id, text=text
+            conversation=conversation_id, bot="user", turn=msg.id, message_id=msg.id, user_id=user_id, text=text,
+            author=author, room=room,
         )
+
+    # -- rooms -----------------------------------------------------------------------------
+    async def create_room(self, name: str, owner_id: str, members: list[str] | None = None) -> Any:
+        """Open a room declared in shoal.toml for ``owner_id`` and ``members`` (user ids)."""
+        self.config.room(name)
+        for uid in members or []:
+            await self.conversations.get_user(uid)
+        return await self.conversations.create_room(name, owner_id, members or [])
+
+    async def pair_talk(self, conversation_id: str, user_id: str, a: str, b: str, *, turns: int) -> list[dict[str, Any]]:
+        """Plug two personas together: they talk in turn, bounded by the room and their rate limits."""
+        await self.conversations.get_conversation(conversation_id, user_id=user_id)
+        room_name = await self.conversations.room_of(conversation_id)
+        if room_name is None:
+            raise BadInput("two bots can only talk to each other in a room", hint="create one with `create_room`")
+        room = self.config.room(room_name)
+        for p in (a, b):
+            if p not in room.personas:
+                raise BadInput(f"'{p}' is not a persona of room '{room_name}' ({', '.join(room.personas)})")
+        if a == b:
+            raise BadInput("a persona cannot talk to itself")
+        bound = min(turns, room.max_bot_turns)
+        said: list[dict[str, Any]] = []
+        from shoal.runtime.messages import Speak, Spoken
+
+        for i in range(bound):
+            speaker = self.config.bot(a if i % 2 == 0 else b)
+            if not await self.rooms.limiter.reserve(speaker):
+                said.append({"bot": speaker.name, "skipped": await self.rooms.limiter.blocked(speaker)})
+                break
+            self.rooms.spoke(speaker.name)
+            res = await self.mesh.request(
+                f"bot.{speaker.name}.control", Speak(conversation=conversation_id, reason=f"talking with {a if speaker.name == b else b}"),
+                timeout=self.config.routing.settle_timeout,
+            )
+            if isinstance(res, Spoken):
+                said.append({"bot": speaker.name, "text": res.text, "status": res.status, "message_id": res.message_id})
+        return said
+
+    # -- outside events ---------------------------------------------------------------------
+    async def fire_alarm(self, hook: str, conversation_id: str, user_id: str, text: str, data: dict[str, Any] | None = None) -> None:
+        """Deliver a webhook payload to the alarm bot ``hook`` for one of the user's conversations."""
+        from shoal.runtime.messages import FireAlarm
+
+        bot = self.config.bot(hook)
+        if bot.role != "alarm" or hook not in self.bots:
+            raise NotFound(f"no alarm named '{hook}'", hint="declare a [[bots]] entry with role = \"alarm\"")
+        await self.conversations.get_conversation(conversation_id, user_id=user_id)
+        await self.mesh.request(
+            f"bot.{hook}.control", FireAlarm(conversation=conversation_id, text=text, data=data or {}), timeout=15
+        )
+
+    # -- the evolving instruction -------------------------------------------------------------
+    async def instruction_versions(self, conversation_id: str, user_id: str) -> list[dict[str, Any]]:
+        await self.conversations.get_conversation(conversation_id, user_id=user_id)
+        return await self.conversations.instruction_versions(conversation_id)
+
+    async def revert_instruction(self, conversation_id: str, user_id: str, version: int) -> int:
+        """Restore an earlier version (0: the bot's own instruction alone) as a new version."""
+        versions = await self.instruction_versions(conversation_id, user_id)
+        if version == 0:
+            text = ""
+        else:
+            found = [v for v in versions if v["version"] == version]
+            if not found:
+                raise NotFound(f"no instruction version {version} in this conversation", hint=f"versions: 0..{len(versions)}")
+            text = found[0]["text"]
+        primary = next(b for b in self.bots.values() if b.role == "primary")
+        return await primary.set_instruction(  # type: ignore[attr-defined]
+            conversation_id, None, text, reason=f"reverted to version {version}", append=False, source="user"
+        )
+
+    async def cancel_thoughts(self, conversation_id: str, thought_id: str | None = None) -> int:
+        from shoal.runtime.messages import Ack, CancelThought
+
+        n = 0
+        for name, bot in self.bots.items():
+            if bot.role == "thinker":
+                res = await self.mesh.request(
+                    f"bot.{name}.control", CancelThought(conversation=conversation_id, thought_id=thought_id), timeout=5
+                )
+                if isinstance(res, Ack) and res.ok:
+                    n += int(res.detail.split()[1]) if res.detail.startswith("cancelled ") else 1
+        return n
 
     def listen(self, conversation_id: str | None = None) -> Listener:
         return self.journal.listen(conversation_id)

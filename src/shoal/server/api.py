@@ -165,7 +165,7 @@ def check_chat(swarm: Swarm, user: User) -> None:
 
 def visible(swarm: Swarm, user: User, event: Event) -> bool:
     """Thought events are shown only to those who may see that bot's thoughts."""
-    if not event.kind.startswith("thought."):
+    if not event.kind.startswith(("thought.", "monologue.")):
         return True
     try:
         bot = swarm.config.bot(event.bot)
@@ -216,6 +216,61 @@ async def cancel_thoughts(conversation_id: str, request: Request, user: User = D
             res = await swarm.mesh.request(f"bot.{name}.control", CancelThought(conversation=conv.id), timeout=2)
             n += int(getattr(res, "ok", False))
     return {"cancelled": n}
+
+
+# ------------------------------------------------------------------ the evolving instruction
+@router.get("/conversations/{conversation_id}/instruction", tags=["conversations"], summary="Instruction versions")
+async def instruction_versions(conversation_id: str, request: Request, user: User = Depends(current_user)) -> dict[str, Any]:
+    swarm = swarm_of(request)
+    conv = await owned(swarm, conversation_id, user)
+    versions = await swarm.instruction_versions(conv.id, conv.user_id)
+    return {"current": versions[-1]["version"] if versions else 0, "versions": versions}
+
+
+class RevertIn(_In):
+    version: int = Field(ge=0, le=1_000_000)
+
+
+@router.post("/conversations/{conversation_id}/instruction/revert", tags=["conversations"], summary="Restore a version")
+async def revert_instruction(
+    conversation_id: str, body: RevertIn, request: Request, user: User = Depends(current_user)
+) -> dict[str, Any]:
+    swarm = swarm_of(request)
+    conv = await owned(swarm, conversation_id, user)
+    version = await swarm.revert_instruction(conv.id, conv.user_id, body.version)
+    return {"current": version}
+
+
+# ------------------------------------------------------------------ rooms
+class RoomIn(_In):
+    room: str = Field(min_length=1, max_length=64, description="a room declared in shoal.toml")
+    members: list[str] = Field(default_factory=list, max_length=64, description="user names to let in")
+
+
+@router.post("/rooms", tags=["rooms"], summary="Open a room with personas and other people")
+async def create_room(body: RoomIn, request: Request, user: User = Depends(current_user)) -> dict[str, Any]:
+    swarm = swarm_of(request)
+    ids = []
+    for name in body.members:
+        member = await swarm.accounts.user_by_name(name)
+        ids.append(member.id)
+    conv = await swarm.create_room(body.room, user.id, ids)
+    return {"id": conv.id, "room": body.room, "members": [m.name for m in await swarm.conversations.room_members(conv.id)]}
+
+
+class PairIn(_In):
+    a: str = Field(min_length=1, max_length=64)
+    b: str = Field(min_length=1, max_length=64)
+    turns: int = Field(default=4, ge=1, le=200)
+
+
+@router.post("/conversations/{conversation_id}/pair", tags=["rooms"], summary="Let two personas talk to each other")
+async def pair(conversation_id: str, body: PairIn, request: Request, user: User = Depends(current_user)) -> dict[str, Any]:
+    swarm = swarm_of(request)
+    conv = await owned(swarm, conversation_id, user)
+    for p in (body.a, body.b):
+        require(user, swarm.config.bot(p), "chat")
+    return {"said": await swarm.pair_talk(conv.id, user.id, body.a, body.b, turns=body.turns)}
 
 
 # ------------------------------------------------------------------ memories

@@ -1,9 +1,12 @@
 """An OpenAI-compatible front: /v1/models and /v1/chat/completions.
 
 The model name is a bot's name; the bot's instruction is the system message
-unless the client sends its own, and the request runs on the bot's server at
-foreground priority. A client that disconnects mid-stream cancels the
-generation. Errors use OpenAI's error shape.
+unless the client sends its own, and the request runs at foreground priority
+through the inference cluster, preferring the bot's server. People named in
+``cluster.gateway`` may also ask for a model by name (shoal as a gateway in
+front of its servers). A request may prefer a server with the body field
+``"server"`` or the ``X-Shoal-Server`` header. A client that disconnects
+mid-stream cancels the generation upstream. Errors use OpenAI's error shape.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from shoal.backends.base import generate
-from shoal.errors import AuthError, NotFound, PermissionDenied, ShoalError
+from shoal.backends.base import Backend, generate
+from shoal.cluster import Cluster, ClusterView
+from shoal.errors import AuthError, CapacityError, NotFound, PermissionDenied, ShoalError
 from shoal.runtime.swarm import Swarm
 from shoal.server.auth import authenticate
-from shoal.server.permissions import can
+from shoal.server.permissions import allowed, can
 from shoal.store.conversations import User
 from shoal.types import ChatMessage, GenerateRequest, Priority, SamplingParams
 
@@ -47,6 +51,8 @@ def translate(exc: ShoalError) -> OpenAIError:
         return OpenAIError(404, str(exc), "invalid_request_error", "model_not_found")
     if isinstance(exc, PermissionDenied):
         return OpenAIError(403, str(exc), "invalid_request_error", "permission_denied")
+    if isinstance(exc, CapacityError):
+        return OpenAIError(503, str(exc), "server_error", exc.code)
     return OpenAIError(502 if exc.code.startswith("backend") else 400, str(exc), "server_error" if exc.code.startswith("backend") else "invalid_request_error", exc.code)
 
 
@@ -87,7 +93,16 @@ async def caller(request: Request) -> User:
     return await authenticate(swarm.accounts, request.headers, request.cookies)
 
 
-@router.get("/models", summary="Bots you may chat with, as OpenAI models")
+def cluster_of(request: Request) -> Cluster | None:
+    return getattr(request.app.state, "cluster", None)
+
+
+def may_use_gateway(swarm: Swarm, user: User) -> bool:
+    principals = swarm.config.cluster.gateway
+    return bool(principals) and allowed(user, principals)
+
+
+@router.get("/models", summary="Bots you may chat with (and, for gateway users, the cluster's models)")
 async def models(request: Request, user: User = Depends(caller)) -> Any:
     swarm: Swarm = request.app.state.swarm
     data = [
@@ -95,6 +110,14 @@ async def models(request: Request, user: User = Depends(caller)) -> Any:
         for b in swarm.config.bots
         if b.enabled and can(user, b, "chat")
     ]
+    cluster = cluster_of(request)
+    if cluster is not None and may_use_gateway(swarm, user):
+        bots = {d["id"] for d in data}
+        data += [
+            {"id": m, "object": "model", "created": 0, "owned_by": "shoal-cluster"}
+            for m in await cluster.models()
+            if m not in bots
+        ]
     return {"object": "list", "data": data}
 
 
@@ -102,13 +125,19 @@ async def models(request: Request, user: User = Depends(caller)) -> Any:
 async def chat_completions(body: ChatCompletionIn, request: Request, user: User = Depends(caller)) -> Any:
     swarm: Swarm = request.app.state.swarm
     try:
-        req, bot_name = build_request(swarm, user, body)
-        backend = swarm.backends[swarm.config.bot(bot_name).server]
+        req, name, server = build_request(swarm, user, body, gateway=cluster_of(request) is not None)
+        prefer = _preferred_server(request, body) or server
+        cluster = cluster_of(request)
+        backend: Backend
+        if cluster is not None:
+            backend = ClusterView(cluster, prefer)
+        else:
+            backend = swarm.backends[prefer or swarm.config.bots[0].server]
         cid = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
         if body.stream:
             return StreamingResponse(
-                sse(backend.stream(req), req, cid, created, bot_name),
+                sse(backend.stream(req), req, cid, created, name),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
@@ -119,7 +148,8 @@ async def chat_completions(body: ChatCompletionIn, request: Request, user: User 
         "id": cid,
         "object": "chat.completion",
         "created": created,
-        "model": bot_name,
+        "model": name,
+        "served_by": out.served_by,
         "choices": [
             {"index": 0, "message": {"role": "assistant", "content": out.text}, "finish_reason": out.finish_reason}
         ],
@@ -131,17 +161,36 @@ async def chat_completions(body: ChatCompletionIn, request: Request, user: User 
     }
 
 
-def build_request(swarm: Swarm, user: User, body: ChatCompletionIn) -> tuple[GenerateRequest, str]:
-    try:
-        bot = swarm.config.bot(body.model)
-    except NotFound:
-        raise NotFound(f"the model '{body.model}' does not exist", hint="GET /v1/models lists the bots you may use") from None
+def _preferred_server(request: Request, body: ChatCompletionIn) -> str | None:
+    extra = body.model_extra or {}
+    value = extra.get("server") or request.headers.get("x-shoal-server")
+    return value if isinstance(value, str) and value else None
+
+
+def build_request(
+    swarm: Swarm, user: User, body: ChatCompletionIn, *, gateway: bool = False
+) -> tuple[GenerateRequest, str, str | None]:
+    """The request, the model name to answer with, and the bot's server (None for a raw model)."""
+    bot = next((b for b in swarm.config.bots if b.name == body.model), None)
+    if bot is None and gateway and may_use_gateway(swarm, user):
+        return _raw_request(user, body), body.model, None
+    if bot is None:
+        raise NotFound(f"the model '{body.model}' does not exist", hint="GET /v1/models lists the bots you may use")
     if not bot.enabled or not can(user, bot, "chat"):
         # indistinguishable from a missing model for someone who may not use it
         raise NotFound(f"the model '{body.model}' does not exist", hint="GET /v1/models lists the bots you may use")
+    req = _raw_request(user, body, instruction=bot.instruction, temperature=bot.temperature, max_tokens=bot.max_tokens)
+    req.model = bot.model
+    req.rank = bot.rank
+    return req, bot.name, bot.server
+
+
+def _raw_request(
+    user: User, body: ChatCompletionIn, *, instruction: str = "", temperature: float = 0.7, max_tokens: int = 256
+) -> GenerateRequest:
     messages = []
-    if not any(m.role in ("system", "developer") for m in body.messages) and bot.instruction:
-        messages.append(ChatMessage("system", bot.instruction))
+    if not any(m.role in ("system", "developer") for m in body.messages) and instruction:
+        messages.append(ChatMessage("system", instruction))
     for m in body.messages:
         role = "system" if m.role in ("system", "developer") else ("assistant" if m.role == "assistant" else "user")
         messages.append(ChatMessage(role, m.text()))  # type: ignore[arg-type]
@@ -152,33 +201,33 @@ def build_request(swarm: Swarm, user: User, body: ChatCompletionIn) -> tuple[Gen
         schema = js.get("schema", js) or {"type": "object"}
     elif body.response_format and body.response_format.type == "json_object":
         schema = body.response_format.schema_ or {"type": "object"}
-    req = GenerateRequest(
+    return GenerateRequest(
         messages=messages,
-        model=bot.model,
+        model=body.model,
         sampling=SamplingParams(
-            max_tokens=body.max_completion_tokens or body.max_tokens or bot.max_tokens,
-            temperature=bot.temperature if body.temperature is None else body.temperature,
+            max_tokens=body.max_completion_tokens or body.max_tokens or max_tokens,
+            temperature=temperature if body.temperature is None else body.temperature,
             top_p=body.top_p or 0.95,
             seed=body.seed,
             stop=stop,
         ),
         json_schema=schema,
         priority=Priority.FOREGROUND,
-        rank=bot.rank,
         owner=f"v1:{user.name}",
     )
-    return req, bot.name
 
 
 async def sse(chunks: AsyncIterator[Any], req: GenerateRequest, cid: str, created: int, model: str) -> AsyncIterator[str]:
-    def frame(delta: dict[str, Any], finish: str | None) -> str:
-        payload = {
+    def frame(delta: dict[str, Any], finish: str | None, served_by: str | None = None) -> str:
+        payload: dict[str, Any] = {
             "id": cid,
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         }
+        if served_by:
+            payload["served_by"] = served_by
         return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
     finished = False
@@ -189,7 +238,7 @@ async def sse(chunks: AsyncIterator[Any], req: GenerateRequest, cid: str, create
                 if chunk.text:
                     yield frame({"content": chunk.text}, None)
                 if chunk.finish_reason:
-                    yield frame({}, chunk.finish_reason)
+                    yield frame({}, chunk.finish_reason, chunk.served_by)
         finished = True
         yield "data: [DONE]\n\n"
     except ShoalError as exc:

@@ -106,11 +106,17 @@ class ConversationStore:
         return Conversation(cid, user_id, title, t, t)
 
     async def get_conversation(self, conversation_id: str, *, user_id: str | None = None) -> Conversation:
-        row = await self.db.read(
-            lambda c: c.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
-        )
-        # someone else's conversation is indistinguishable from a missing one
-        if not row or (user_id is not None and row["user_id"] != user_id):
+        def fn(c: Conn) -> tuple[Any, bool]:
+            row = c.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+            member = user_id is not None and c.execute(
+                "SELECT 1 FROM room_members WHERE conversation_id = ? AND user_id = ?", (conversation_id, user_id)
+            ).fetchone() is not None
+            return row, member
+
+        row, member = await self.db.read(fn)
+        # someone else's conversation is indistinguishable from a missing one;
+        # every member of a room may use it
+        if not row or (user_id is not None and row["user_id"] != user_id and not member):
             raise NotFound(
                 f"no conversation '{conversation_id}'",
                 hint="`shoal chat` without --conversation starts a new one",
@@ -120,10 +126,99 @@ class ConversationStore:
     async def list_conversations(self, user_id: str, *, limit: int = 100) -> list[Conversation]:
         rows = await self.db.read(
             lambda c: c.execute(
-                "SELECT * FROM conversations WHERE user_id = ? ORDER BY updated_at DESC LIMIT ?", (user_id, limit)
+                "SELECT * FROM conversations WHERE user_id = ?"
+                " OR id IN (SELECT conversation_id FROM room_members WHERE user_id = ?)"
+                " ORDER BY updated_at DESC LIMIT ?",
+                (user_id, user_id, limit),
             ).fetchall()
         )
         return [_conv(r) for r in rows]
+
+    # -- rooms ----------------------------------------------------------------
+    async def create_room(self, name: str, owner_id: str, members: Iterable[str]) -> Conversation:
+        """A room is a conversation that several people share (``members`` include the owner)."""
+        conv = await self.create_conversation(owner_id, title=f"room {name}")
+        people = list(dict.fromkeys([owner_id, *members]))
+
+        def fn(c: Conn) -> None:
+            c.execute("INSERT INTO rooms (conversation_id, name, created_at) VALUES (?, ?, ?)", (conv.id, name, now()))
+            c.executemany(
+                "INSERT INTO room_members (conversation_id, user_id) VALUES (?, ?)", [(conv.id, u) for u in people]
+            )
+
+        await self.db.write(fn)
+        return conv
+
+    async def room_of(self, conversation_id: str) -> str | None:
+        """The room's name when the conversation is a room, else None."""
+        row = await self.db.read(
+            lambda c: c.execute("SELECT name FROM rooms WHERE conversation_id = ?", (conversation_id,)).fetchone()
+        )
+        return row["name"] if row else None
+
+    async def room_members(self, conversation_id: str) -> list[User]:
+        rows = await self.db.read(
+            lambda c: c.execute(
+                "SELECT u.* FROM users u JOIN room_members m ON m.user_id = u.id WHERE m.conversation_id = ?"
+                " ORDER BY u.name",
+                (conversation_id,),
+            ).fetchall()
+        )
+        return [_user(r) for r in rows]
+
+    async def bot_message_times(self, conversation_id: str | None, bot: str, since: float) -> list[float]:
+        """When ``bot`` wrote its messages since ``since`` (all conversations when None)."""
+
+        def fn(c: Conn) -> list[Any]:
+            if conversation_id is None:
+                return c.execute(
+                    "SELECT created_at FROM messages WHERE role = 'assistant' AND bot = ? AND created_at >= ?"
+                    " ORDER BY created_at",
+                    (bot, since),
+                ).fetchall()
+            return c.execute(
+                "SELECT created_at FROM messages WHERE conversation_id = ? AND role = 'assistant' AND bot = ?"
+                " AND created_at >= ? ORDER BY created_at",
+                (conversation_id, bot, since),
+            ).fetchall()
+
+        return [r[0] for r in await self.db.read(fn)]
+
+    # -- the evolving instruction ----------------------------------------------
+    async def instruction_versions(self, conversation_id: str) -> list[dict[str, Any]]:
+        rows = await self.db.read(
+            lambda c: c.execute(
+                "SELECT version, text, reason, source, created_at FROM instruction_versions"
+                " WHERE conversation_id = ? ORDER BY version",
+                (conversation_id,),
+            ).fetchall()
+        )
+        return [dict(r) for r in rows]
+
+    async def instruction(self, conversation_id: str) -> tuple[int, str]:
+        """(version, text) of the conversation's current instruction addendum; (0, '') when none."""
+        row = await self.db.read(
+            lambda c: c.execute(
+                "SELECT version, text FROM instruction_versions WHERE conversation_id = ? ORDER BY version DESC LIMIT 1",
+                (conversation_id,),
+            ).fetchone()
+        )
+        return (row["version"], row["text"]) if row else (0, "")
+
+    async def add_instruction_version(self, conversation_id: str, text: str, *, reason: str, source: str) -> int:
+        def fn(c: Conn) -> int:
+            row = c.execute(
+                "SELECT COALESCE(MAX(version), 0) FROM instruction_versions WHERE conversation_id = ?", (conversation_id,)
+            ).fetchone()
+            version = int(row[0]) + 1
+            c.execute(
+                "INSERT INTO instruction_versions (conversation_id, version, text, reason, source, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (conversation_id, version, text, reason, source, now()),
+            )
+            return version
+
+        return await self.db.write(fn)
 
     async def summary(self, conversation_id: str) -> str:
         """The running summary of the conversation's crushed middle ('' when none)."""

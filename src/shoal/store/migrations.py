@@ -121,3 +121,32 @@ def m001_core(conn: Any) -> None:
         ) WITHOUT ROWID;
         """
     )
+
+
+@migration
+def m006_rooms_and_instructions(conn: Any) -> None:
+    run_script(
+        conn,
+        """
+        CREATE TABLE rooms (
+            conversation_id TEXT PRIMARY KEY REFERENCES conversations(id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+        CREATE TABLE room_members (
+            conversation_id TEXT NOT NULL REFERENCES rooms(conversation_id) ON DELETE CASCADE,
+            user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            PRIMARY KEY (conversation_id, user_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX room_members_user ON room_members(user_id);
+        CREATE TABLE instruction_versions (
+            conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            version INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT '',
+            source TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL,
+            PRIMARY KEY (conversation_id, version)
+        ) WITHOUT ROWID;
+        """
+    )

@@ -158,7 +158,29 @@ function applyEvent(ev) {
       if (turn) turn.items.push({ k: "route", ev });
       break;
     case "thought.start":
-      if (turn) { const t = { k: "thought", id: ev.thought_id, bot: ev.bot, text: "", status: "thinking", reason: ev.reason }; turn.thoughts[ev.thought_id] = t; turn.items.push(t); }
+      if (turn) { const t = { k: "thought", id: ev.thought_id, bot: ev.bot, text: "", status: "thinking", reason: ev.reason, policy: ev.policy, merged: (ev.merged_from || []).length }; turn.thoughts[ev.thought_id] = t; turn.items.push(t); }
+      break;
+    case "thought.queued":
+      if (turn) turn.items.push({ k: "note", icon: "⏳", title: `${ev.bot} · queued`, text: `waits behind ${ev.position - 1 ? ev.position - 1 + " other turn(s) and " : ""}the running thought` });
+      break;
+    case "monologue.step":
+      if (turn) turn.items.push({ k: "note", icon: "⇄", title: `monologue · round ${ev.round} · ${ev.speaker}`, text: ev.text });
+      break;
+    case "action.start":
+      if (turn) turn.items.push({ k: "note", icon: "⚡", title: `${ev.bot} (hot action bot) started`, text: ev.task });
+      break;
+    case "action.end":
+      if (turn) turn.items.push({ k: "note", icon: "⚡", title: `${ev.bot} · ${ev.status} · gone`, text: ev.text || ev.error || "" });
+      break;
+    case "alarm":
+      { const t = turn || turnOf(c, `alarm:${ev.seq || Date.now()}`, `alarm: ${ev.hook}`); t.settled = true;
+        t.items.push({ k: "note", icon: "⏰", title: `alarm · ${ev.hook}`, text: ev.text }); }
+      break;
+    case "timer.tick":
+      if (turn) turn.items.push({ k: "note", icon: "⌛", title: `${ev.bot} · ${ev.seconds}s of silence`, text: "the primary may nudge" });
+      break;
+    case "instruction.changed":
+      if (turn) turn.items.push({ k: "note", icon: "✎", title: `instruction v${ev.version}`, text: ev.text || "(back to the bot's own instruction)" });
       break;
     case "thought.delta":
       if (turn && turn.thoughts[ev.thought_id]) turn.thoughts[ev.thought_id].text += ev.text;
@@ -418,7 +440,7 @@ const Headspace = {
         <div v-for="(it, i) in t.items" :key="i" class="hs-item" :class="it.k">
           <template v-if="it.k === 'route'"><div class="k">⇢ routed</div>{{ routeText(it.ev) }}</template>
           <template v-else-if="it.k === 'thought'">
-            <div class="k"><span class="pulse" v-if="it.status === 'thinking'"></span>{{ it.bot }} · {{ it.status }}</div>
+            <div class="k"><span class="pulse" v-if="it.status === 'thinking'"></span>{{ it.bot }} · {{ it.status }}<span v-if="it.policy" class="src"> · {{ it.policy }}{{ it.merged ? ', folds ' + it.merged + ' earlier' : '' }}</span></div>
             <div class="txt" data-test="thought">{{ it.text || '…' }}</div>
           </template>
           <template v-else-if="it.k === 'memory' && it.ev.item.kind === 'summary'">
@@ -432,6 +454,7 @@ const Headspace = {
           <template v-else-if="it.k === 'proposed'"><div class="k">? asks before remembering</div><span v-for="p in it.ev.pending" :key="p.id" class="quote" style="display:block">{{ p.attribute }}: {{ p.value }}</span></template>
           <template v-else-if="it.k === 'consent'"><div class="k">{{ it.ev.approved ? '✦ you said yes: stored' : '✧ you said no: dropped' }}</div><span class="src">{{ it.ev.pending_ids.length }} fact(s){{ it.ev.reason ? ' — ' + it.ev.reason : '' }}</span></template>
           <template v-else-if="it.k === 'inject'"><div class="k">↯ primary → conversation · {{ it.ev.mode === 'interject' ? 'interject' : 'for the next reply' }}</div>{{ it.ev.text }}</template>
+          <template v-else-if="it.k === 'note'"><div class="k">{{ it.icon }} {{ it.title }}</div>{{ it.text }}</template>
           <template v-else-if="it.k === 'error'"><div class="k">⚠ {{ it.ev.bot }}</div>{{ it.ev.error }}</template>
         </div>
         <div class="hs-item" v-if="t.rawNotes"><span class="src">{{ t.rawNotes }} raw note(s) written</span></div>
