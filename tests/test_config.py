@@ -94,3 +94,30 @@ def test_a_regex_rule_must_compile() -> None:
     text = DEFAULT_CONFIG_TOML + '\n[[routing.rules]]\nname = "r"\nwhen = "regex"\npattern = "("\nsend = ["thinker"]\n'
     with pytest.raises(ConfigError, match="regular expression"):
         parse_config(text, "shoal.toml")
+
+
+def test_rooms_and_routing_are_checked_against_the_roles_of_bots() -> None:
+    from shoal.config import DEFAULT_CONFIG_TOML, parse_config
+    from shoal.errors import ConfigError
+
+    persona = '\n[[bots]]\nname = "sage"\nrole = "persona"\nrate = { per_minute = 2 }\n'
+    cfg = parse_config(DEFAULT_CONFIG_TOML + persona + '\n[[rooms]]\nname = "den"\npersonas = ["sage"]\n')
+    assert cfg.room("den").personas == ["sage"] and cfg.bot("sage").rate.windows() == [("per_minute", 60.0, 2)]
+    try:
+        parse_config(DEFAULT_CONFIG_TOML + '\n[[rooms]]\nname = "den"\npersonas = ["thinker"]\n')
+    except ConfigError as exc:
+        assert "'thinker', which is not a bot of role 'persona'" in str(exc)
+    else:
+        raise AssertionError("a room of non-personas was accepted")
+    try:
+        parse_config(DEFAULT_CONFIG_TOML.replace('send = ["thinker"]', 'send = ["conversation"]', 1))
+    except ConfigError as exc:
+        assert "cannot send to bot 'conversation'" in str(exc)
+    else:
+        raise AssertionError("routing to the conversation bot was accepted")
+    try:
+        parse_config(DEFAULT_CONFIG_TOML.replace('interrupt = "terminate"', 'interrupt = "panic"'))
+    except ConfigError as exc:
+        assert exc.field == "bots.2.interrupt" or "interrupt" in str(exc)
+    else:
+        raise AssertionError("an unknown interrupt policy was accepted")

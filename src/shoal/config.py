@@ -588,6 +588,10 @@ server = "local"
 instruction = "You think quietly about the conversation: what the user wants, what they might need next, what to remember."
 history = 6
 max_tokens = 96
+interrupt = "terminate"  # a new turn while thinking: terminate | queue | spawn | merge
+max_thoughts = 2        # spawn: thoughts at once (the oldest beyond it is culled)
+monologue_rounds = 0    # >0: talk the thought over with the primary, in the background
+monologue_tokens = 400  # token budget of one monologue
 
 [[bots]]
 name = "memory"
@@ -597,6 +601,37 @@ instruction = "You extract facts the user states about themselves."
 history = 0
 max_tokens = 128
 temperature = 0.0
+
+# More roles (uncomment to use):
+# [[bots]]
+# name = "clock"
+# role = "timer"        # nudges a conversation after a silence
+# silence_after = 300   # seconds of quiet (after the last reply)
+# max_nudges = 1        # per silence
+#
+# [[bots]]
+# name = "doorbell"
+# role = "alarm"        # POST /hooks/doorbell with an API token and {"conversation": ..., "text": ...}
+#
+# [[bots]]
+# name = "titler"
+# role = "action"       # a template: each routed turn spawns a short-lived bot for one task
+# instruction = "Give the message a title of at most five words."
+# max_running = 2       # instances at once
+#
+# [[bots]]
+# name = "sage"
+# role = "persona"      # speaks in rooms
+# instruction = "You are Sage, a calm philosopher."
+# topics = ["meaning", "philosophy"]
+# response_probability = 0.5   # chance to answer a message not addressed to anyone
+# rate = { per_minute = 4, per_hour = 60, per_day = 300 }
+#
+# [[rooms]]
+# name = "den"
+# personas = ["sage"]
+# answers_per_turn = 1
+# max_bot_turns = 6     # bound on two personas talking to each other
 
 [routing]
 always = ["memory"]     # bots that receive every user turn

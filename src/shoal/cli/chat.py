@@ -17,7 +17,11 @@ from rich.text import Text
 from shoal.config import Env
 from shoal.errors import ShoalError
 from shoal.runtime.messages import (
+    ActionEnd,
     BotError,
+    InstructionChanged,
+    MonologueStep,
+    ThoughtQueued,
     Event,
     Injection,
     MemoryConsent,
@@ -38,8 +42,10 @@ from shoal.runtime.swarm import Swarm
 out = Console()
 
 HELP = (
-    "[bold]/thinking[/] what the thinkers are thinking   [bold]/memories[/] what shoal knows about you\n"
-    "[bold]/new[/] start a new conversation   [bold]/quit[/] leave (Ctrl-D works too)"
+    "[bold]/thinking[/] what the thinkers are thinking   [bold]/cancel[/] stop their thoughts\n"
+    "[bold]/memories[/] what shoal knows about you   [bold]/instruction[/] its versions   [bold]/revert N[/] go back to one\n"
+    "[bold]/new[/] start a new conversation   [bold]/quit[/] leave (Ctrl-D works too)\n"
+    "[dim]@name asks a specialised thinker by name, e.g. @thinker what do you make of this?[/]"
 )
 
 
@@ -108,6 +114,28 @@ async def _interactive(swarm: Swarm, conversation: str, user_id: str, timeout: f
             continue
         if text == "/thinking":
             await _show_thinking(swarm, conversation)
+            continue
+        if text == "/cancel":
+            n = await swarm.cancel_thoughts(conversation)
+            out.print(f"[dim]cancelled {n} thought(s)[/]")
+            continue
+        if text == "/instruction":
+            versions = await swarm.instruction_versions(conversation, user_id)
+            if not versions:
+                out.print("[dim]the instruction has not changed in this conversation[/]")
+            for v in versions:
+                out.print(f"[bold]v{v['version']}[/] [dim]({v['reason']})[/]\n{v['text'] or '(the bot’s own instruction only)'}")
+            continue
+        if text.startswith("/revert"):
+            arg = text.removeprefix("/revert").strip()
+            if not arg.isdigit():
+                out.print("[red]error:[/] /revert needs a version number (0 = the bot’s own instruction); see /instruction")
+                continue
+            try:
+                v = await swarm.revert_instruction(conversation, user_id, int(arg))
+                out.print(f"[dim]instruction is now v{v} (a copy of v{arg})[/]")
+            except ShoalError as exc:
+                out.print(f"[red]error:[/] {exc}")
             continue
         if text == "/memories":
             for m in await swarm.memories.facts(user_id):
@@ -195,6 +223,16 @@ class TurnView:
             self.route = ", ".join(f"{t} ({ev.reasons.get(t, '')})" for t in ev.targets) or "nobody"
         elif isinstance(ev, ThoughtStart):
             self.thoughts[ev.thought_id] = [ev.bot, "", "thinking"]
+            if ev.merged_from:
+                self.notes.append(f"[dim]{ev.bot} folds {len(ev.merged_from)} unfinished thought(s) into a new one[/]")
+        elif isinstance(ev, ThoughtQueued):
+            self.notes.append(f"[dim]{ev.bot} queued this turn (position {ev.position})[/]")
+        elif isinstance(ev, MonologueStep):
+            self.notes.append(f"[magenta]monologue {ev.round}[/] {ev.speaker}: {ev.text}")
+        elif isinstance(ev, ActionEnd):
+            self.notes.append(f"[blue]{ev.bot} ({ev.template}, {ev.status}):[/] {ev.text or ev.error or ''}")
+        elif isinstance(ev, InstructionChanged):
+            self.notes.append(f"[yellow]instruction v{ev.version}:[/] {ev.text or '(back to the bot’s own)'}")
         elif isinstance(ev, ThoughtDelta) and ev.thought_id in self.thoughts:
             self.thoughts[ev.thought_id][1] += ev.text
         elif isinstance(ev, ThoughtEnd):
