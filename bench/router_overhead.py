@@ -16,7 +16,7 @@ finished, so a slow path cannot hide its queueing), go
 Latency = scheduled start to last token. Modes alternate in rounds so drift
 (other load on the machine) hits all of them alike.
 
-    .venv/bin/python bench/router_overhead.py                    # 50 req/s, 4 rounds x 150 per mode
+    .venv/bin/python bench/router_overhead.py                    # 50 req/s, 8 rounds x 75 per mode
     .venv/bin/python bench/router_overhead.py --rate 100 --per-round 300
 """
 
@@ -197,8 +197,8 @@ def pct(xs: list[float], p: float) -> float:
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rate", type=float, default=50.0, help="requests per second, per mode")
-    ap.add_argument("--rounds", type=int, default=4)
-    ap.add_argument("--per-round", type=int, default=150, help="requests per mode per round")
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--per-round", type=int, default=75, help="requests per mode per round")
     ap.add_argument("--warmup", type=int, default=50)
     a = ap.parse_args()
 

@@ -167,7 +167,9 @@ class ClusterConfig(_Strict):
         default_factory=list,
         description='who may call /v1 with a model name instead of a bot name (e.g. ["admins"]); empty: nobody',
     )
-    metrics_public: bool = Field(default=True, description="serve /metrics without a token (Prometheus scrapers)")
+    metrics_public: bool = Field(
+        default=False, description="serve /metrics without a token (default: an admin's token, as a bearer)"
+    )
 
 
 class BotAccess(_Strict):

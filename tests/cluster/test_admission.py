@@ -129,6 +129,8 @@ async def test_a_failure_before_the_first_token_is_retried_on_another_server(fak
         assert "".join(c.text for c in chunks) == " w0 w1 w2 w3"
         assert cluster.status()["totals"]["retries"] == 1
         assert len(bad.calls("/v1/chat/completions")) == 1
+        # it answered (with an error): not down, one strike on its circuit
+        assert cluster.members["bad"].health == "up" and cluster.members["bad"].breaker.failures == 1
 
 
 async def test_retries_are_bounded_and_the_error_says_what_failed(fakes: list[FakeServer]) -> None:

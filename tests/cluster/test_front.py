@@ -82,11 +82,13 @@ def test_api_cluster_shows_every_server_and_hides_addresses_from_non_admins(gate
     assert all(s["url"] is None for s in bob["servers"])
 
 
-def test_metrics_are_served_for_prometheus(gateway: tuple[LiveServer, Site]) -> None:
-    live, _ = gateway
-    r = httpx.get(live.url + "/metrics", timeout=30)
+def test_metrics_are_served_for_prometheus_to_admins(gateway: tuple[LiveServer, Site]) -> None:
+    live, site = gateway
+    r = httpx.get(live.url + "/metrics", headers=auth(site.tokens["root"]), timeout=30)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     assert 'shoal_cluster_server_up{server="a",kind="llamacpp"} 1' in r.text.splitlines()
+    assert httpx.get(live.url + "/metrics", timeout=30).status_code == 401
+    assert httpx.get(live.url + "/metrics", headers=auth(site.tokens["bob"]), timeout=30).status_code == 403
 
 
 def test_the_cluster_view_component_is_served(gateway: tuple[LiveServer, Site]) -> None:
@@ -120,3 +122,12 @@ def test_cluster_status_reports_a_bad_config_with_file_line_and_field(tmp_path: 
     out = run_shoal(tmp_path, "cluster", "status")
     assert out.returncode == 2
     assert f"{tmp_path / 'shoal.toml'}:4" in out.stderr and "servers.0.url" in out.stderr
+
+
+def test_cluster_status_asks_a_running_server_for_its_live_numbers(gateway: tuple[LiveServer, Site], tmp_path: Path) -> None:
+    live, site = gateway
+    out = run_shoal(tmp_path, "cluster", "status", "--url", live.url, "--token", site.tokens["root"], "--json")
+    assert out.returncode == 0, out.stderr
+    assert {s["name"] for s in json.loads(out.stdout)["servers"]} == {"local", "a"}
+    refused = run_shoal(tmp_path, "cluster", "status", "--url", live.url)
+    assert refused.returncode == 1 and "token" in refused.stderr

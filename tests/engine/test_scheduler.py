@@ -273,3 +273,25 @@ async def test_a_sequence_cancelled_mid_generation_leaves_its_neighbours_output_
     async with asyncio.timeout(10):
         while engine.active:
             await asyncio.sleep(0.01)
+
+
+async def test_live_sequences_take_the_lowest_ids_so_a_decode_step_is_one_pass(embedded: EmbeddedBackend) -> None:
+    """llama.cpp decodes a run of consecutive sequence ids in one pass (docs/engine.md)."""
+    engine = embedded.engine
+    assert engine is not None
+    for t in THOUGHTS:  # finished sequences stay in the prefix cache
+        await thought(embedded, t, max_tokens=4)
+    progress = [0, 0, 0, 0]
+
+    async def background(i: int) -> None:
+        async for _ in embedded.stream(counting(max_tokens=40)):
+            progress[i] += 1
+
+    tasks = [asyncio.create_task(background(i)) for i in range(4)]
+    async with asyncio.timeout(60):
+        while min(progress) < 3:
+            await asyncio.sleep(0.01)
+    ids = sorted(s.seq_id for s in list(engine._active))
+    async with asyncio.timeout(120):
+        await asyncio.gather(*tasks)
+    assert ids == [0, 1, 2, 3]

@@ -54,7 +54,9 @@ def test_someone_elses_conversation_or_memory_is_404_on_every_route(client: Test
     for method, path in api_routes(client):
         if "{conversation_id}" not in path and "{memory_id}" not in path:
             continue
-        body = {"text": "hello"} if path.endswith("/messages") and method == "POST" else {}
+        # a valid body, so only the ownership check can refuse it
+        bodies = {"/messages": {"text": "hello"}, "/revert": {"version": 0}, "/pair": {"a": "x", "b": "y"}}
+        body = next((b for end, b in bodies.items() if path.endswith(end) and method == "POST"), {})
         r = client.request(method, fill(path, **ids), json=body, headers=auth(site.tokens["bob"]))
         assert r.status_code == 404, (method, path, r.status_code, r.text)
         checked += 1

@@ -75,3 +75,16 @@ def test_a_plain_user_cannot_see_the_thinkers_thoughts_or_users_page(page, live:
     expect(page.locator("[data-test=reply]").first).not_to_be_empty(timeout=60_000)
     expect(page.locator("[data-test=headspace]")).to_contain_text("routed", timeout=60_000)
     expect(page.locator("[data-test=thought]")).to_have_count(0)
+
+
+def test_an_admin_sees_the_cluster_view(page, live: LiveServer, site: Site) -> None:  # type: ignore[no-untyped-def]
+    page.goto(live.url)
+    page.fill("input[name=name]", "root")
+    page.fill("input[name=password]", PASSWORDS["root"])
+    page.click("button:has-text('Sign in')")
+    page.click("[data-test=nav-cluster]")
+    view = page.locator("[data-test=cluster-view]")
+    row = view.locator("tr[data-server=local]")
+    expect(row).to_contain_text("embedded", timeout=30_000)
+    expect(row).to_contain_text("up", timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "ui-cluster.png"))

@@ -25,6 +25,8 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, ClassVar
 
+import httpx
+
 from shoal.backends import create_backend
 from shoal.backends.base import Backend
 from shoal.cluster.member import Member
@@ -281,7 +283,9 @@ class Cluster:
                     raise GenerationCancelled(req.cancel.reason or "cancelled") from exc
                 outcome = "failed"
                 last_error = last_error or exc
-                if isinstance(exc, BackendUnavailable):
+                if isinstance(exc.__cause__, (httpx.TransportError, OSError)):
+                    # no answer at all (refused, reset, cut off): down until a probe says otherwise;
+                    # an HTTP error status only counts against the circuit breaker
                     member.mark_down(exc.message)
                 exclude.add(member.name)
                 if produced:

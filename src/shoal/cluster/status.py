@@ -64,7 +64,10 @@ def table(status: dict[str, Any]) -> "Table":
         style = colours.get(health, "dim")
         if s["breaker"] != "closed" and s["enabled"]:
             health += f" (circuit {s['breaker']})"
-        loaded = ", ".join(m["name"].rsplit("/", 1)[-1] for m in s["loaded"]) or "—"
+        loaded = ", ".join(m["name"].rsplit("/", 1)[-1] for m in s["loaded"])
+        if not loaded:
+            idle = [n.rsplit("/", 1)[-1] for n in s["available"][:3]]
+            loaded = f"[dim]{', '.join(idle)} (not loaded)[/]" if idle else "—"
         if s["loading"]:
             loaded += f" (loading {s['loading']})"
         if s["aliases"]:

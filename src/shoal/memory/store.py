@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: sqlite-vec refuses a KNN query with k above 4096
+KNN_MAX_K = 4096
+
 #: attributes where a new value replaces the old one (a person lives in one place)
 SINGLE_VALUED = frozenset({"name", "location", "age", "job", "employer", "partner"})
 KINDS = ("raw", "fact", "summary", "observation")
@@ -556,7 +559,7 @@ class MemoryStore:
             # first pass: hamming distance on 384 bits, over this user's partition only
             hits = c.execute(
                 "SELECT rowid FROM memory_vec WHERE emb MATCH vec_quantize_binary(?) AND user_id = ? AND k = ?",
-                (qvec.astype(np.float32).tobytes(), user_id, pool * 2),
+                (qvec.astype(np.float32).tobytes(), user_id, min(pool * 2, KNN_MAX_K)),
             ).fetchall()
             if hits:
                 marks = ",".join("?" * len(hits))

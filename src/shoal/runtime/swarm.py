@@ -132,7 +132,14 @@ class Swarm:
         for server in self.config.servers:
             if server.enabled:
                 self.backends[server.name] = create_backend(server, self.config.engine)
-        self._ctx = ctx = BotContext(self.mesh, self.conversations, self.memories, self.backends, self.config)
+        # bots reach their models through the cluster: their own server is
+        # preferred, the others take over when it is down or busy (docs/cluster.md)
+        from shoal.cluster.core import Cluster
+
+        self.cluster = Cluster(self.config, backends=self.backends, config_path=self.env.settings.config_path)
+        await self.cluster.start()
+        views: dict[str, Backend] = {name: self.cluster.view(name) for name in self.backends}  # type: ignore[misc]
+        self._ctx = ctx = BotContext(self.mesh, self.conversations, self.memories, views, self.config)
         from shoal.bots.action import ActionPool
         from shoal.runtime.rooms import RateLimiter, RoomAnalyser
 
@@ -224,6 +231,7 @@ class Swarm:
         for bot in self.bots.values():
             await bot.stop()
         await self.journal.stop()
+        await self.cluster.stop()
         for backend in self.backends.values():
             await backend.aclose()
         await self.mesh.close()

@@ -73,9 +73,14 @@ async def cluster_status(request: Request) -> dict[str, Any]:
     response_class=PlainTextResponse,
 )
 async def metrics(request: Request) -> PlainTextResponse:
-    cluster = cluster_of(request)
-    if not cluster.settings.metrics_public:
+    running: Cluster | None = getattr(request.app.state, "cluster", None)
+    settings = running.settings if running is not None else request.app.state.swarm.config.cluster
+    if not settings.metrics_public:
         user = await authenticate(request.app.state.swarm.accounts, request.headers, request.cookies)
         if not user.is_admin:
-            raise PermissionDenied("only admins may read the metrics", hint="or set cluster.metrics_public = true")
+            raise PermissionDenied(
+                "only admins may read the metrics",
+                hint="scrape with an admin's API token as a bearer token, or set cluster.metrics_public = true",
+            )
+    cluster = cluster_of(request)
     return PlainTextResponse(prometheus(cluster), media_type="text/plain; version=0.0.4; charset=utf-8")

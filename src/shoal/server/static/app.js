@@ -662,7 +662,7 @@ const Users = {
 };
 
 const Shell = {
-  components: { Logo, Icon, Chat, Headspace, Memories, Bots, Tokens, Users },
+  components: { Logo, Icon, Chat, Headspace, Memories, Bots, Tokens, Users, ClusterView },
   computed: {
     initial() { return state.me ? state.me.name.slice(0, 1).toUpperCase() : "?"; },
   },
@@ -681,6 +681,7 @@ const Shell = {
         <button :class="{on: state.view === 'chat'}" @click="go('chat')"><Icon name="chat"/> Chat</button>
         <button :class="{on: state.view === 'memories'}" @click="go('memories')" data-test="nav-memories"><Icon name="memory"/> Memory</button>
         <button :class="{on: state.view === 'bots'}" @click="go('bots')" data-test="nav-bots"><Icon name="bots"/> Bots</button>
+        <button :class="{on: state.view === 'cluster'}" @click="go('cluster')" data-test="nav-cluster"><Icon name="bots"/> Cluster</button>
         <button :class="{on: state.view === 'tokens'}" @click="go('tokens')"><Icon name="key"/> API tokens</button>
         <button v-if="state.me.admin" :class="{on: state.view === 'users'}" @click="go('users')"><Icon name="users"/> Users</button>
       </div>
@@ -707,6 +708,7 @@ const Shell = {
     </template>
     <Memories v-else-if="state.view === 'memories'"/>
     <Bots v-else-if="state.view === 'bots'"/>
+    <ClusterView v-else-if="state.view === 'cluster'"/>
     <Tokens v-else-if="state.view === 'tokens'"/>
     <Users v-else-if="state.view === 'users' && state.me.admin"/>
   </div>`,
@@ -731,7 +733,7 @@ async function start() {
   await loadConversations();
   const m = location.hash.match(/^#\/c\/(\w+)/);
   if (m && state.conversations.some((c) => c.id === m[1])) await openConversation(m[1]);
-  else if (location.hash.startsWith("#/") && ["memories", "bots", "tokens", "users"].includes(location.hash.slice(2))) state.view = location.hash.slice(2);
+  else if (location.hash.startsWith("#/") && ["memories", "bots", "cluster", "tokens", "users"].includes(location.hash.slice(2))) state.view = location.hash.slice(2);
   else if (state.conversations.length) await openConversation(state.conversations[0].id);
 }
 
