@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import fcntl
 import importlib.metadata
 import json
@@ -26,6 +27,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -212,6 +214,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# resolved in the parent: the forked child must not import or allocate
+_prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the benchmark dies, so no server is left behind (Linux)."""
+    if _prctl is not None:
+        _prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class LlamaServer:
     """A running ``llama-server`` on a loopback port (use as a context manager)."""
 
@@ -227,7 +239,7 @@ class LlamaServer:
             "-b", str(batch), "-ub", str(batch),
             "--no-webui", *extra,
         ]
-        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
 
     def tail(self, n: int = 3000) -> str:
         self.log.seek(0)

@@ -14,15 +14,16 @@ generating. Three contenders serve the same workload, one after another:
                      batching), built from the llama.cpp vendored in the same
                      llama-cpp-python release (bench/_llama_server.py).
 
-Fairness: the same SmolLM2-135M GGUF, the same token prompts (rendered once
-with the model's chat template), the same max_tokens, greedy sampling with no
-other sampler work, the same threads (2) for every contender, the same
-context per sequence (2048) and batch size (512), flash attention as
-llama.cpp's default resolves it, and each contender alone on the machine.
-Thinkers are closed loops (a new thought as soon as one ends); foreground
-turns arrive one at a time after seeded random pauses, once the thinkers are
-producing tokens. Aggregate tokens/s counts every token every stream received
-between the first foreground submit and the last foreground token.
+Fairness (details in docs/engine.md): the same SmolLM2-135M GGUF, the same
+token prompts (rendered once with the model's chat template; none is sent
+twice), the same max_tokens, greedy sampling with no other sampler work, the
+same threads (2), context per sequence (2048) and batch size (512), flash
+attention as llama.cpp's default resolves it, and each contender alone on
+the machine. Thinkers are closed loops (a new thought as soon as one ends);
+foreground turns arrive one at a time after seeded random pauses, once the
+thinkers are producing tokens. Aggregate tokens/s counts every token every
+stream received between the first foreground submit and the last foreground
+token. CPU used by other processes meanwhile is measured and reported.
 
     .venv/bin/python bench/engine_swarm.py            # full run, ~8-10 min on 2 cores
     .venv/bin/python bench/engine_swarm.py --quick    # smoke run, ~3-4 min
@@ -35,6 +36,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import itertools
 import json
 import os
 import queue
@@ -104,6 +106,11 @@ QUESTIONS = [
     "How can I make my small garden grow well?",
     "What makes a good cup of tea?",
 ]
+ANGLES = [
+    "what they feel", "what they could try next", "what they might forget", "a question to ask them",
+    "a small plan for tomorrow", "what could go wrong", "a memory worth keeping", "a kind thing to say",
+    "a useful fact", "what they need most", "a simple first step", "how to encourage them",
+]
 TOPICS = [
     "The person wants to cook a new dish for their sister's visit.",
     "The person is tired from work and wants to relax this weekend.",
@@ -118,18 +125,74 @@ TOPICS = [
 ]
 
 
+#: distinct prompts available; no prompt is ever sent twice in a run, so no
+#: contender can answer one from a whole-prompt cache (llama-server keeps
+#: finished prompts in RAM) while another has to compute it
+N_FG = 16 * 7
+N_BG = 10 * 12 * 3
+BG_PER_SCENARIO = N_BG // 4
+
+
 def fg_messages(i: int) -> list[ChatMessage]:
-    """Turn ``i``: the instruction, two earlier exchanges, a new question."""
+    """Turn ``i`` (< N_FG): the instruction, two earlier exchanges, a new question."""
+    a = i % len(HISTORY)
+    b = (a + 1 + (i // len(HISTORY)) % (len(HISTORY) - 1)) % len(HISTORY)
     msgs = [ChatMessage("system", INSTRUCTION)]
-    for k in (i, i + 3):
-        user, bot = HISTORY[k % len(HISTORY)]
+    for k in (a, b):
+        user, bot = HISTORY[k]
         msgs += [ChatMessage("user", user), ChatMessage("assistant", bot)]
     msgs.append(ChatMessage("user", QUESTIONS[i % len(QUESTIONS)]))
     return msgs
 
 
 def bg_messages(i: int) -> list[ChatMessage]:
-    return [ChatMessage("system", THINKER), ChatMessage("user", TOPICS[i % len(TOPICS)])]
+    """Thought ``i`` (< N_BG): a topic and an angle to think about."""
+    topic, angle = TOPICS[i % len(TOPICS)], ANGLES[(i // len(TOPICS)) % len(ANGLES)]
+    closing = ("", " Be brief.", " Use simple words.")[(i // (len(TOPICS) * len(ANGLES))) % 3]
+    return [ChatMessage("system", THINKER), ChatMessage("user", f"{topic} Think about {angle}.{closing}")]
+
+
+# -- the shared machine ----------------------------------------------------------
+
+class CpuWatch:
+    """How much of the cores *other* processes used while a contender ran.
+
+    llama.cpp with 2 threads on 2 cores slows down several-fold when anything
+    else runs, so a figure measured beside other work is reported as such.
+    Other = all busy CPU time (incl. steal) minus this process and its children.
+    """
+
+    def __init__(self) -> None:
+        self.hz = os.sysconf("SC_CLK_TCK")
+        self.ncpu = os.cpu_count() or 1
+        self.start()
+
+    @staticmethod
+    def _busy() -> int:
+        f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (f + [0] * 8)[:8]
+        return user + nice + system + irq + softirq + steal
+
+    @staticmethod
+    def _ours() -> int:
+        me, total = os.getpid(), 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(stat.parent.name) == me or int(fields[1]) == me:  # fields[1] is the parent pid
+                total += int(fields[11]) + int(fields[12])  # utime + stime
+        return total
+
+    def start(self) -> None:
+        self.t0, self.b0, self.o0 = time.monotonic(), self._busy(), self._ours()
+
+    def other_pct(self) -> float:
+        """Percent of all cores' time used by others since ``start``."""
+        dt = time.monotonic() - self.t0
+        other = (self._busy() - self.b0) - (self._ours() - self.o0)
+        return max(0.0, 100.0 * other / (self.hz * self.ncpu * dt)) if dt > 0 else 0.0
 
 
 # -- one stream's record ----------------------------------------------------------
@@ -176,6 +239,8 @@ class Contender(Protocol):
     name: str
     #: how many requests it serves at once (the warm-up waits for that many thinkers)
     concurrency: int
+    #: prompt tokens it actually computed so far (the rest came from a prefix cache)
+    prompt_computed: int
 
     async def start(self) -> None: ...
     async def run(self, prompt: list[int], max_tokens: int, rec: Record, foreground: bool) -> None: ...
@@ -189,6 +254,10 @@ class Shoal:
 
     name = "shoal"
     concurrency = 64
+
+    @property
+    def prompt_computed(self) -> int:
+        return self.engine.stats.prompt_tokens
 
     def __init__(self, model_path: Path, threads: int) -> None:
         self.model_path, self.threads = model_path, threads
@@ -219,6 +288,15 @@ class Shoal:
         self.model.close()
 
 
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 @dataclass(eq=False)
 class _Job:
     prompt: list[int]
@@ -236,6 +314,7 @@ class Fifo:
     def __init__(self, model_path: Path, threads: int) -> None:
         self.model_path, self.threads = model_path, threads
         self.jobs: queue.Queue[_Job | None] = queue.Queue()
+        self.prompt_computed = 0
 
     async def start(self) -> None:
         from llama_cpp import Llama
@@ -253,6 +332,9 @@ class Fifo:
     def completion(self, job: _Job) -> None:
         """One streamed create_completion; emits ("tok"|"end", tokens so far, text)."""
         llm, n_prompt = self.llm, len(job.prompt)
+        # the Llama reuses the longest common prefix with what its KV holds
+        held = llm.input_ids[: llm.n_tokens].tolist()
+        self.prompt_computed += n_prompt - min(_common_prefix(held, job.prompt), n_prompt - 1)
         stream = llm.create_completion(job.prompt, max_tokens=job.max_tokens, temperature=0.0,
                                        repeat_penalty=1.0, stream=True)
         with contextlib.closing(stream):  # type: ignore[arg-type]
@@ -316,6 +398,7 @@ class Server:
     def __init__(self, binary: Path, model_path: Path, threads: int, parallel: int, eog: set[int]) -> None:
         self.binary, self.model_path, self.threads, self.parallel = binary, model_path, threads, parallel
         self.eog = eog  # end-of-generation ids: streamed as a token, not counted by the others
+        self.prompt_computed = 0
 
     async def start(self) -> None:
         self.server = LlamaServer(self.binary, self.model_path, parallel=self.parallel, ctx_per_slot=CTX,
@@ -340,6 +423,7 @@ class Server:
                 t = now()
                 n = rec.counted + sum(1 for tok in data.get("tokens", ()) if tok not in self.eog)
                 if data.get("stop"):
+                    self.prompt_computed += int((data.get("timings") or {}).get("prompt_n", 0))
                     rec.finish(t, n, data.get("content", ""))
                     return
                 rec.tick_to(t, n, data.get("content", ""))
@@ -353,8 +437,12 @@ class Server:
 
 @dataclass
 class Workload:
-    fg: list[list[int]]
+    #: foreground prompts per scenario (by thinker count), the same for every contender
+    fg: dict[int, list[list[int]]]
+    #: where each scenario's thoughts start in ``bg``
+    bg_start: dict[int, int]
     bg: list[list[int]]
+    warmup: list[int]
     fg_tokens: int
     bg_tokens: int
     reps: int
@@ -367,6 +455,7 @@ class ScenarioResult:
     fg: list[Record]
     bg: list[Record]
     window: tuple[float, float]
+    prompt_computed: int = 0
 
     @property
     def ttfts_ms(self) -> list[float]:
@@ -396,17 +485,17 @@ async def scenario(c: Contender, n_bg: int, w: Workload, progress: Progress, tas
     bg: list[Record] = []
     current: list[Record | None] = [None] * n_bg
     stopping = False
+    thoughts = itertools.count(w.bg_start[n_bg])  # the same sequence for every contender
 
     async def thinker(i: int) -> None:
-        j = 0
         while not stopping:
             rec = Record()
             current[i] = rec
             bg.append(rec)
-            await c.run(w.bg[(i * 3 + j) % len(w.bg)], w.bg_tokens, rec, False)
-            j += 1
+            await c.run(w.bg[next(thoughts) % len(w.bg)], w.bg_tokens, rec, False)
 
     thinkers = [asyncio.create_task(thinker(i)) for i in range(n_bg)]
+    computed0 = c.prompt_computed
     try:
         # the turn must arrive while the thinkers are generating, not queued
         want = min(n_bg, c.concurrency)
@@ -420,7 +509,7 @@ async def scenario(c: Contender, n_bg: int, w: Workload, progress: Progress, tas
             await asyncio.sleep(w.gaps[rep])
             rec = Record()
             async with asyncio.timeout(600):
-                await c.run(w.fg[rep % len(w.fg)], w.fg_tokens, rec, True)
+                await c.run(w.fg[n_bg][rep], w.fg_tokens, rec, True)
             fg.append(rec)
             progress.advance(task)
     finally:
@@ -428,47 +517,54 @@ async def scenario(c: Contender, n_bg: int, w: Workload, progress: Progress, tas
         for t in thinkers:
             t.cancel()
         results = await asyncio.gather(*thinkers, return_exceptions=True)
+        await asyncio.sleep(0.5)  # let cancelled work drain before the next scenario
     for res in results:
         if isinstance(res, BaseException) and not isinstance(res, asyncio.CancelledError):
             raise res
-    return ScenarioResult(n_bg, fg, bg, (fg[0].t_submit, max(r.t_last or r.t_submit for r in fg)))
+    window = (fg[0].t_submit, max(r.t_last or r.t_submit for r in fg))
+    return ScenarioResult(n_bg, fg, bg, window, c.prompt_computed - computed0)
 
 
-async def run_contender(c: Contender, w: Workload, scenarios: list[int], progress: Progress) -> dict[int, ScenarioResult]:
+async def run_contender(c: Contender, w: Workload, scenarios: list[int], progress: Progress,
+                        cpu: CpuWatch) -> tuple[dict[int, ScenarioResult], float]:
+    """Every scenario on one contender; returns the results and the others' CPU share."""
     task = progress.add_task(f"{c.name}: loading", total=w.reps * len(scenarios))
     await c.start()
     try:
         # warm-up (page in the weights, spin up the thread pools): not measured
-        await c.run(w.fg[-1], 8, Record(), True)
+        await c.run(w.warmup, 8, Record(), True)
         out = {}
+        cpu.start()
         for n_bg in scenarios:
             progress.update(task, description=f"{c.name}: {n_bg} thinkers")
             out[n_bg] = await scenario(c, n_bg, w, progress, task)
+        other = cpu.other_pct()  # before stop: a stopped child's CPU time is no longer ours
         progress.update(task, description=f"{c.name}: done")
-        return out
+        return out, other
     finally:
         await c.stop()
 
 
-async def bare_loop(model_path: Path, threads: int, w: Workload, progress: Progress) -> list[Record]:
-    """A plain ``Llama.create_completion`` loop over the foreground prompts (single stream)."""
+async def bare_loop(model_path: Path, threads: int, w: Workload, progress: Progress) -> dict[int, list[Record]]:
+    """A plain ``Llama.create_completion`` loop over every scenario's foreground prompts."""
     fifo = Fifo(model_path, threads)
-    task = progress.add_task("bare Llama loop", total=w.reps)
+    task = progress.add_task("bare Llama loop", total=w.reps * len(w.fg))
     await fifo.start()
-    records: list[Record] = []
+    records: dict[int, list[Record]] = {}
     try:
         def loop() -> None:
-            fifo.completion(_Job(w.fg[-1], 8, lambda item: None))  # warm-up
-            for rep in range(w.reps):
-                rec = Record()
+            fifo.completion(_Job(w.warmup, 8, lambda item: None))
+            for n_bg, prompts in w.fg.items():
+                for prompt in prompts:
+                    rec = Record()
 
-                def emit(item: tuple[str, Any, str], rec: Record = rec) -> None:
-                    kind, n, text = item
-                    (rec.finish if kind == "end" else rec.tick_to)(now(), max(n, rec.counted), text)
+                    def emit(item: tuple[str, Any, str], rec: Record = rec) -> None:
+                        kind, n, text = item
+                        (rec.finish if kind == "end" else rec.tick_to)(now(), max(n, rec.counted), text)
 
-                fifo.completion(_Job(w.fg[rep % len(w.fg)], w.fg_tokens, emit))
-                records.append(rec)
-                progress.advance(task)
+                    fifo.completion(_Job(prompt, w.fg_tokens, emit))
+                    records.setdefault(n_bg, []).append(rec)
+                    progress.advance(task)
 
         await asyncio.to_thread(loop)
     finally:
@@ -513,32 +609,38 @@ def main() -> None:
     unknown = set(contenders) - {"shoal", "fifo", "llama-server"}
     if unknown:
         p.error(f"unknown contenders: {', '.join(sorted(unknown))}")
-    load_start = os.getloadavg()[0]
-    if load_start > 1.0:
-        console.print(f"[yellow]warning:[/] load average {load_start:.2f}: other work competes for the cores and "
-                      "llama.cpp slows down sharply when oversubscribed; the figures will be noisy")
+    cpu = CpuWatch()
     model_path = default_model_path()
 
     binary = ensure_binary(console, rebuild=a.rebuild_server) if "llama-server" in contenders else None
+
+    if a.reps * len(scenarios) + 1 > N_FG or len(scenarios) > 4:
+        p.error(f"at most {N_FG - 1} foreground turns in all and 4 scenarios (distinct prompts run out)")
 
     # the same token prompts for everyone, rendered with the model's own template
     with console.status("tokenizing prompts ..."):
         vocab = Model(model_path)
         eog = set(vocab.eog_tokens)
         tok = lambda msgs: vocab.tokenize(chat.render(vocab.chat_template, msgs), add_special=True, parse_special=True)  # noqa: E731
-        fg = [tok(fg_messages(i)) for i in range(max(a.reps, len(QUESTIONS)))]
-        bg = [tok(bg_messages(i)) for i in range(len(TOPICS))]
+        fg_all = [tok(fg_messages(i)) for i in range(N_FG)]
+        bg = [tok(bg_messages(i)) for i in range(N_BG)]
         vocab.close()
+    assert len({tuple(x) for x in fg_all}) == N_FG and len({tuple(x) for x in bg}) == N_BG
+    fg = {n_bg: fg_all[k * a.reps : (k + 1) * a.reps] for k, n_bg in enumerate(scenarios)}
+    bg_start = {n_bg: k * BG_PER_SCENARIO for k, n_bg in enumerate(scenarios)}
     rng = random.Random(a.seed)
-    w = Workload(fg, bg, a.fg_tokens, a.bg_tokens, a.reps, [rng.uniform(0.1, 0.4) for _ in range(a.reps)])
+    w = Workload(fg, bg_start, bg, fg_all[-1], a.fg_tokens, a.bg_tokens, a.reps,
+                 [rng.uniform(0.1, 0.4) for _ in range(a.reps)])
+    used = [x for prompts in fg.values() for x in prompts]
     console.print(
-        f"model {model_path.name}; {a.threads} threads each; foreground prompts {min(map(len, fg))}-{max(map(len, fg))} "
-        f"tokens, {a.fg_tokens} max_tokens; thoughts {min(map(len, bg))}-{max(map(len, bg))} tokens, "
-        f"{a.bg_tokens} max_tokens; {a.reps} turns per scenario; load average {load_start:.2f}"
+        f"model {model_path.name}; {a.threads} threads each; foreground prompts {min(map(len, used))}-"
+        f"{max(map(len, used))} tokens, {a.fg_tokens} max_tokens; thoughts {min(map(len, bg))}-{max(map(len, bg))} "
+        f"tokens, {a.bg_tokens} max_tokens; {a.reps} turns per scenario"
     )
 
     results: dict[str, dict[int, ScenarioResult]] = {}
-    bare: list[Record] = []
+    bare: dict[int, list[Record]] = {}
+    other: dict[str, float] = {}
     columns = (TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     t_start = now()
     with Progress(*columns, console=console) as progress:
@@ -547,30 +649,34 @@ def main() -> None:
             if name == "shoal":
                 c = Shoal(model_path, a.threads)
             elif name == "fifo":
+                cpu.start()
                 bare = asyncio.run(bare_loop(model_path, a.threads, w, progress))
+                other["bare"] = cpu.other_pct()
                 c = Fifo(model_path, a.threads)
             else:
                 assert binary is not None
                 c = Server(binary, model_path, a.threads, parallel=max(scenarios) + 1, eog=eog)
-            results[name] = asyncio.run(run_contender(c, w, scenarios, progress))
+            results[name], other[name] = asyncio.run(run_contender(c, w, scenarios, progress, cpu))
             gc.collect()
     elapsed = now() - t_start
 
     # greedy decoding of the same prompts: every contender should write the same replies
-    def same_as_bare(recs: list[Record]) -> str:
-        return f"{sum(1 for x, y in zip(recs, bare) if x.text == y.text)}/{len(recs)}" if bare else "-"
+    def same_as_bare(s: ScenarioResult) -> str:
+        if s.n_bg not in bare:
+            return "-"
+        return f"{sum(1 for x, y in zip(s.fg, bare[s.n_bg]) if x.text == y.text)}/{len(s.fg)}"
 
     table = Table("contender", "thinkers", "fg TTFT p50 ms", "fg TTFT p95 ms", "fg decode tok/s",
-                  "aggregate tok/s", "bg tokens", "fg tokens/turn", "fg text = bare")
+                  "aggregate tok/s", "bg tokens", "fg tokens/turn", "prompt tokens computed", "fg text = bare")
     for name, by_bg in results.items():
         for n_bg, s in by_bg.items():
             table.add_row(name, str(n_bg), f"{pct(s.ttfts_ms, 50):.0f}", f"{pct(s.ttfts_ms, 95):.0f}",
                           f"{s.fg_decode_tok_s:.1f}", f"{s.aggregate_tok_s:.1f}", str(s.bg_tokens),
-                          f"{sum(r.counted for r in s.fg) / len(s.fg):.1f}", same_as_bare(s.fg))
-    if bare:
-        b = ScenarioResult(0, bare, [], (bare[0].t_submit, bare[-1].t_last or 0))
-        table.add_row("bare Llama", "0", f"{pct(b.ttfts_ms, 50):.0f}", f"{pct(b.ttfts_ms, 95):.0f}",
-                      f"{b.fg_decode_tok_s:.1f}", "-", "-", f"{sum(r.counted for r in bare) / len(bare):.1f}", "-")
+                          f"{sum(r.counted for r in s.fg) / len(s.fg):.1f}", str(s.prompt_computed), same_as_bare(s))
+    for n_bg, recs in bare.items():
+        b = ScenarioResult(n_bg, recs, [], (0.0, 1.0))
+        table.add_row("bare Llama", f"({n_bg})", f"{pct(b.ttfts_ms, 50):.0f}", f"{pct(b.ttfts_ms, 95):.0f}",
+                      f"{b.fg_decode_tok_s:.1f}", "-", "-", f"{sum(r.counted for r in recs) / len(recs):.1f}", "-", "-")
     console.print(table)
 
     figures: dict[str, Any] = {}
@@ -598,12 +704,14 @@ def main() -> None:
         figures[f"fifo_ttft_p95_ms_{top}bg"] = round(pct(ff.ttfts_ms, 95), 1)
         if sh:
             figures["aggregate_vs_fifo"] = r2(sh[top].aggregate_tok_s / ff.aggregate_tok_s)
-    if bare:
-        bare_rate = ScenarioResult(0, bare, [], (0.0, 1.0)).fg_decode_tok_s
+    if 0 in bare:
+        # the same prompts as shoal's idle scenario
+        bare_rate = ScenarioResult(0, bare[0], [], (0.0, 1.0)).fg_decode_tok_s
         figures["bare_decode_tok_s"] = r2(bare_rate)
         if 0 in sh:
             figures["single_stream_vs_bare"] = r2(sh[0].fg_decode_tok_s / bare_rate)
-            figures[f"fg_text_same_as_bare_{top}bg"] = same_as_bare(sh[top].fg)
+    if sh and top in bare:
+        figures[f"fg_text_same_as_bare_{top}bg"] = same_as_bare(sh[top])
 
     goals = [
         (f"ttft_p95_ratio_{top}bg", "<=", 1.3),
@@ -618,10 +726,15 @@ def main() -> None:
             met += ok
             gt.add_row(key, f"{op} {target}", str(figures[key]), "[green]yes[/]" if ok else "[red]no[/]")
     console.print(gt)
+    busy = max(other.values(), default=0.0)
+    console.print("CPU used by other processes meanwhile: "
+                  + ", ".join(f"{k} {v:.0f}%" for k, v in other.items()) + " of the cores")
+    if busy > 5:
+        console.print("[yellow]warning:[/] other work competed for the cores; llama.cpp slows down sharply when "
+                      "oversubscribed, so these figures are noisy. Rerun on a quiet machine.")
     figures["goals_met"] = f"{met}/{sum(1 for k, _, _ in goals if k in figures)}"
     figures["reps"] = a.reps
-    figures["load_avg_start"] = r2(load_start)
-    figures["load_avg_end"] = r2(os.getloadavg()[0])
+    figures["other_cpu_pct_max"] = round(busy, 1)
     figures["seconds"] = round(elapsed, 1)
     print(" ".join(f"{k}: {v}" for k, v in figures.items()))
 

@@ -123,7 +123,8 @@ class Engine:
         self._lock = threading.Condition()
         self._incoming: list[tuple[tuple[int, int, int], _Seq]] = []  # heap
         self._active: list[_Seq] = []
-        self._cache: OrderedDict[int, list[int]] = OrderedDict()  # seq_id -> tokens
+        self._cache: OrderedDict[int, list[int]] = OrderedDict()  # seq_id -> tokens, LRU first
+        self._cache_prio: dict[int, int] = {}  # seq_id -> priority of the request it came from
         # a min-heap: live sequences take the lowest ids, cached prefixes are
         # parked at the highest (see _step for why ids must stay consecutive)
         self._free_ids = list(range(self.n_seq))
@@ -287,11 +288,30 @@ class Engine:
                 self._cache.move_to_end(best_src)
 
     def _evict_cache(self) -> bool:
+        """Drop the least recently used prefix of the least urgent priority."""
         if not self._cache:
             return False
-        sid, _ = self._cache.popitem(last=False)
+        # background work churns through the cache (every thought ends in it);
+        # the person's conversation prefix must survive that churn
+        worst = max(self._cache_prio.values())
+        sid = next(s for s in self._cache if self._cache_prio[s] == worst)
+        del self._cache[sid], self._cache_prio[sid]
         self.ctx.seq_rm(sid)
         heapq.heappush(self._free_ids, sid)
+        return True
+
+    def _keep_prefix(self, seq: _Seq) -> bool:
+        """Move a finished sequence's KV stream into the prefix cache if it earns a place."""
+        if self.config.prefix_cache <= 0 or len(seq.fed) < MIN_SHARED_PREFIX:
+            return False
+        prio = int(seq.req.priority)
+        while len(self._cache) >= self.config.prefix_cache:
+            if max(self._cache_prio.values()) < prio:
+                return False  # every cached prefix serves more urgent work
+            self._evict_cache()
+        sid = self._park(seq.seq_id)
+        self._cache[sid] = seq.fed
+        self._cache_prio[sid] = prio
         return True
 
     def _park(self, sid: int) -> int:
@@ -460,11 +480,7 @@ class Engine:
             seq.sampler.close()
             seq.sampler = None
         if seq.seq_id >= 0:
-            if keep_prefix and self.config.prefix_cache > 0 and len(seq.fed) >= MIN_SHARED_PREFIX:
-                self._cache[self._park(seq.seq_id)] = seq.fed
-                while len(self._cache) > self.config.prefix_cache:
-                    self._evict_cache()
-            else:
+            if not (keep_prefix and self._keep_prefix(seq)):
                 self.ctx.seq_rm(seq.seq_id)
                 heapq.heappush(self._free_ids, seq.seq_id)
             seq.seq_id = -1
