@@ -25,8 +25,8 @@ thinkers are producing tokens. Aggregate tokens/s counts every token every
 stream received between the first foreground submit and the last foreground
 token. CPU used by other processes meanwhile is measured and reported.
 
-    .venv/bin/python bench/engine_swarm.py            # full run, ~8-10 min on 2 cores
-    .venv/bin/python bench/engine_swarm.py --quick    # smoke run, ~3-4 min
+    .venv/bin/python bench/engine_swarm.py            # full run, ~5 min on 2 quiet cores
+    .venv/bin/python bench/engine_swarm.py --quick    # smoke run, ~2 min
     .venv/bin/python bench/engine_swarm.py --reps 20 --contenders shoal,llama-server
 """
 

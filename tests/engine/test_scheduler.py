@@ -189,7 +189,9 @@ async def thought(backend: EmbeddedBackend, text: str, *, max_tokens: int = 32) 
     return (await generate(backend, req(text, prio=Priority.THINKING, max_tokens=max_tokens))).text
 
 
-async def test_a_background_sequence_paused_for_foreground_prompts_gives_the_same_greedy_output(embedded: EmbeddedBackend) -> None:
+async def test_a_background_sequence_paused_for_foreground_prompts_gives_the_same_greedy_output(
+    embedded: EmbeddedBackend,
+) -> None:
     alone = await thought(embedded, THOUGHTS[2], max_tokens=40)
     background = asyncio.create_task(thought(embedded, THOUGHTS[2], max_tokens=40))
     # long foreground prompts pause the background sequence while they are read
@@ -279,7 +281,7 @@ async def test_live_sequences_take_the_lowest_ids_so_a_decode_step_is_one_pass(e
     """llama.cpp decodes a run of consecutive sequence ids in one pass (docs/engine.md)."""
     engine = embedded.engine
     assert engine is not None
-    for t in THOUGHTS:  # finished sequences stay in the prefix cache
+    for t in THOUGHTS:  # sequences come and go first
         await thought(embedded, t, max_tokens=4)
     progress = [0, 0, 0, 0]
 
@@ -295,3 +297,25 @@ async def test_live_sequences_take_the_lowest_ids_so_a_decode_step_is_one_pass(e
     async with asyncio.timeout(120):
         await asyncio.gather(*tasks)
     assert ids == [0, 1, 2, 3]
+
+
+async def test_the_conversation_prefix_survives_a_churn_of_finished_thoughts(embedded: EmbeddedBackend) -> None:
+    engine = embedded.engine
+    assert engine is not None
+    persona = "You are shoal, a calm assistant who helps one person plan their week. " * 3
+    thinker = "You think quietly in the background about what the person needs next. " * 3
+
+    def turn(q: str, system: str, prio: Priority) -> GenerateRequest:
+        return GenerateRequest(
+            messages=[ChatMessage("system", system), ChatMessage("user", q)],
+            priority=prio,
+            sampling=SamplingParams(max_tokens=4, temperature=0),
+        )
+
+    await generate(embedded, turn("What should I do on Monday?", persona, Priority.FOREGROUND))
+    # more finished thoughts than a cache of `prefix_cache` whole sequences held
+    for i in range(engine.config.prefix_cache + 2):
+        await generate(embedded, turn(f"Thought {i}: plan the week.", thinker, Priority.THINKING))
+    before = engine.stats.prompt_tokens_reused
+    await generate(embedded, turn("And on Tuesday?", persona, Priority.FOREGROUND))
+    assert engine.stats.prompt_tokens_reused - before >= 40

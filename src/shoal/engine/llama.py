@@ -249,10 +249,20 @@ class Context:
         self._lib.llama_memory_seq_cp(self.mem, src, dst, -1, -1)
         self._lib.llama_memory_seq_rm(self.mem, dst, n, -1)
 
-    def seq_move(self, src: int, dst: int) -> None:
-        """Move ``src``'s cells to ``dst`` (a copy of the stream, done at the next decode)."""
-        self._lib.llama_memory_seq_cp(self.mem, src, dst, -1, -1)
-        self._lib.llama_memory_seq_rm(self.mem, src, -1, -1)
+    def state_save(self, seq: int) -> Any | None:
+        """The KV cells of ``seq`` serialised to host memory (only the cells in use)."""
+        n = int(self._lib.llama_state_seq_get_size(self.ptr, seq))
+        if n <= 0:
+            return None
+        buf = (ctypes.c_uint8 * n)()
+        if int(self._lib.llama_state_seq_get_data(self.ptr, buf, n, seq)) != n:
+            return None
+        return buf
+
+    def state_load(self, seq: int, state: Any) -> bool:
+        """Restore cells saved by ``state_save`` into ``seq`` (whose stream must be empty)."""
+        n = len(state)
+        return int(self._lib.llama_state_seq_set_data(self.ptr, state, n, seq)) == n
 
     def seq_pos_max(self, seq: int) -> int:
         return int(self._lib.llama_memory_seq_pos_max(self.mem, seq))

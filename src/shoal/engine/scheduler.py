@@ -11,12 +11,15 @@ Every step the engine thread builds one llama.cpp batch:
   stopped (no recomputation).
 
 Prompts that share a prefix with a live or recently finished sequence reuse
-its KV cells (a copy of its KV stream, cut to the shared length) instead of
-recomputing them.
+its KV cells instead of recomputing them: finished sequences' cells are kept
+in host memory (``engine.prefix_cache`` contexts' worth, least recently used
+out) and restored; a live sequence's KV stream is copied and cut.
 
 Each sequence has a KV stream of its own, so its output does not depend on
 what else is in the batch: greedy decoding gives the same text alone or
-batched (see ``Context``).
+batched (see ``Context``; docs/engine.md says what prefix reuse changes). The
+batch is laid out in sequence-id order and live sequences hold the lowest
+ids: llama.cpp computes one pass per run of consecutive ids.
 
 Cancellation is a flag checked between steps; a finished, failed or
 cancelled sequence frees its slot at once. Errors that belong to one request
@@ -35,7 +38,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable
 
 from shoal.config import EngineConfig
 from shoal.engine.cpu import BUDGET
@@ -72,6 +75,8 @@ class _Seq:
     t_submit: float = field(default_factory=time.perf_counter)
     t_first: float | None = None
     done: bool = False
+    #: a decode has run since admission (so its KV cells are really there)
+    decoded: bool = False
 
     @property
     def n_past(self) -> int:
@@ -88,6 +93,14 @@ class _Seq:
     @property
     def sort_key(self) -> tuple[int, int, int]:
         return (int(self.req.priority), -self.req.rank, self.order)
+
+
+@dataclass(eq=False)
+class _Prefix:
+    """A finished sequence's KV cells, kept in host memory for prefix reuse."""
+
+    tokens: list[int]
+    state: Any  # llama.cpp's serialised cells of one sequence (a ctypes buffer)
 
 
 @dataclass
@@ -109,8 +122,8 @@ class Engine:
         self.model = model
         self.config = config
         self.name = name
-        # seq ids (= KV streams): live sequences + the prefix cache
-        self.n_seq = config.max_sequences + config.prefix_cache
+        # seq ids = KV streams, one per live sequence
+        self.n_seq = config.max_sequences
         self.ctx = Context(
             model,
             n_ctx_seq=min(config.context, model.n_ctx_train or config.context),
@@ -123,11 +136,15 @@ class Engine:
         self._lock = threading.Condition()
         self._incoming: list[tuple[tuple[int, int, int], _Seq]] = []  # heap
         self._active: list[_Seq] = []
-        self._cache: OrderedDict[int, list[int]] = OrderedDict()  # seq_id -> tokens, LRU first
-        self._cache_prio: dict[int, int] = {}  # seq_id -> priority of the request it came from
-        # a min-heap: live sequences take the lowest ids, cached prefixes are
-        # parked at the highest (see _step for why ids must stay consecutive)
+        # finished sequences' KV cells in host memory, least recently used first
+        self._store: OrderedDict[int, _Prefix] = OrderedDict()
+        self._store_keys = itertools.count()
+        self._store_cells = 0
+        # a min-heap: live sequences take the lowest ids (see _step for why)
         self._free_ids = list(range(self.n_seq))
+        # ids whose stream has a copy queued: llama.cpp copies streams at the
+        # start of the next decode, which would overwrite a restored prefix
+        self._copy_pending: set[int] = set()
         self._order = itertools.count()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"shoal-engine-{name}", daemon=True)
@@ -263,7 +280,7 @@ class Engine:
                 bg_room = n_bg < max(1, self.config.max_sequences - 1)
                 if not room or (not seq.foreground and not bg_room):
                     break
-                if not self._free_ids and not self._evict_cache():
+                if not self._free_ids:
                     break
                 heapq.heappop(self._incoming)
                 seq.seq_id = heapq.heappop(self._free_ids)
@@ -271,63 +288,58 @@ class Engine:
                 self._reuse_prefix(seq)
 
     def _reuse_prefix(self, seq: _Seq) -> None:
-        best_len, best_src = 0, -1
-        candidates: list[tuple[int, list[int]]] = [(s.seq_id, s.fed) for s in self._active if s is not seq]
-        candidates += list(self._cache.items())
+        """Start ``seq`` from the longest prefix a stored or live sequence has computed."""
         limit = len(seq.prompt) - 1  # the last prompt token is decoded for its logits
-        for src, toks in candidates:
-            n = _common_prefix(toks, seq.prompt, limit)
+        best_len, best_key = 0, -1
+        # stored prefixes first: restoring one (a memcpy of the cells used)
+        # is cheaper than copying a live sequence's whole stream
+        stored = self._store.items() if seq.seq_id not in self._copy_pending else ()
+        for key, prefix in stored:
+            n = _common_prefix(prefix.tokens, seq.prompt, limit)
             if n > best_len:
-                best_len, best_src = n, src
-        if best_len >= MIN_SHARED_PREFIX:
-            self.ctx.seq_share_prefix(best_src, seq.seq_id, best_len)
-            seq.fed = list(seq.prompt[:best_len])
-            seq.reused = best_len
-            self.stats.prompt_tokens_reused += best_len
-            if best_src in self._cache:
-                self._cache.move_to_end(best_src)
+                best_len, best_key = n, key
+        best_live: _Seq | None = None
+        for other in self._active:
+            if other is not seq:
+                n = _common_prefix(other.fed, seq.prompt, limit)
+                if n > best_len:
+                    best_len, best_live = n, other
+        if best_len < MIN_SHARED_PREFIX:
+            return
+        if best_live is not None:
+            self.ctx.seq_share_prefix(best_live.seq_id, seq.seq_id, best_len)
+            self._copy_pending.add(seq.seq_id)
+        else:
+            self._store.move_to_end(best_key)
+            if not self.ctx.state_load(seq.seq_id, self._store[best_key].state):
+                log.warning("could not restore a stored prefix; computing the prompt instead")
+                self.ctx.seq_rm(seq.seq_id)
+                self._drop_prefix(best_key)
+                return
+            self.ctx.seq_rm(seq.seq_id, best_len, -1)
+        seq.fed = list(seq.prompt[:best_len])
+        seq.reused = best_len
+        self.stats.prompt_tokens_reused += best_len
 
-    def _evict_cache(self) -> bool:
-        """Drop the least recently used prefix of the least urgent priority."""
-        if not self._cache:
-            return False
-        # background work churns through the cache (every thought ends in it);
-        # the person's conversation prefix must survive that churn
-        worst = max(self._cache_prio.values())
-        sid = next(s for s in self._cache if self._cache_prio[s] == worst)
-        del self._cache[sid], self._cache_prio[sid]
-        self.ctx.seq_rm(sid)
-        heapq.heappush(self._free_ids, sid)
-        return True
+    def _save_prefix(self, seq: _Seq) -> None:
+        """Copy a finished sequence's KV cells to host memory for later prompts to reuse."""
+        budget = self.config.prefix_cache * self.n_ctx_seq
+        if budget <= 0 or not seq.decoded or len(seq.fed) < MIN_SHARED_PREFIX or len(seq.fed) > budget:
+            return
+        # a prefix this sequence extends is superseded (a conversation's
+        # previous turn, the instruction it started from)
+        for key in [k for k, p in self._store.items() if p.tokens == seq.fed[: len(p.tokens)]]:
+            self._drop_prefix(key)
+        state = self.ctx.state_save(seq.seq_id)
+        if state is None:
+            return
+        self._store[next(self._store_keys)] = _Prefix(list(seq.fed), state)
+        self._store_cells += len(seq.fed)
+        while self._store_cells > budget:
+            self._drop_prefix(next(iter(self._store)))
 
-    def _keep_prefix(self, seq: _Seq) -> bool:
-        """Move a finished sequence's KV stream into the prefix cache if it earns a place."""
-        if self.config.prefix_cache <= 0 or len(seq.fed) < MIN_SHARED_PREFIX:
-            return False
-        prio = int(seq.req.priority)
-        while len(self._cache) >= self.config.prefix_cache:
-            if max(self._cache_prio.values()) < prio:
-                return False  # every cached prefix serves more urgent work
-            self._evict_cache()
-        sid = self._park(seq.seq_id)
-        self._cache[sid] = seq.fed
-        self._cache_prio[sid] = prio
-        return True
-
-    def _park(self, sid: int) -> int:
-        """Move a finished sequence's KV stream to the highest free id; return its id.
-
-        Keeps the low ids, where live sequences run, free of cached prefixes.
-        Costs one copy of the stream (tens of MB) per finished sequence.
-        """
-        top = max(self._free_ids, default=-1)
-        if top <= sid:
-            return sid
-        self._free_ids.remove(top)
-        heapq.heapify(self._free_ids)
-        self.ctx.seq_move(sid, top)
-        heapq.heappush(self._free_ids, sid)
-        return top
+    def _drop_prefix(self, key: int) -> None:
+        self._store_cells -= len(self._store.pop(key).tokens)
 
     def _plan(self) -> list[tuple[_Seq, int]]:
         """Choose (sequence, n_tokens) for this step."""
@@ -399,7 +411,9 @@ class Engine:
                 self._fail(seq, BackendError(f"llama_decode failed with status {status}"))
             return
         self.stats.steps += 1
+        self._copy_pending.clear()
         for seq, n in plan:
+            seq.decoded = True
             if seq.prefilling:
                 seq.fed.extend(seq.prompt[seq.n_past : seq.n_past + n])
                 self.stats.prompt_tokens += n
@@ -415,9 +429,7 @@ class Engine:
             self._accept(seq, tok)
 
     def _relieve_kv(self, plan: list[tuple[_Seq, int]]) -> None:
-        """No KV room for the batch: drop cached prefixes, then the least urgent sequence."""
-        if self._evict_cache():
-            return
+        """No KV room for the batch: fail the least urgent sequence."""
         victims = sorted(self._active, key=lambda s: s.sort_key)
         victim = victims[-1]
         self._fail(
@@ -480,9 +492,10 @@ class Engine:
             seq.sampler.close()
             seq.sampler = None
         if seq.seq_id >= 0:
-            if not (keep_prefix and self._keep_prefix(seq)):
-                self.ctx.seq_rm(seq.seq_id)
-                heapq.heappush(self._free_ids, seq.seq_id)
+            if keep_prefix:
+                self._save_prefix(seq)
+            self.ctx.seq_rm(seq.seq_id)
+            heapq.heappush(self._free_ids, seq.seq_id)
             seq.seq_id = -1
 
     def _finish(self, seq: _Seq, reason: str, *, flush: bool = True) -> None:
