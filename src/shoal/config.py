@@ -61,7 +61,7 @@ class EngineConfig(_Strict):
     threads: int = Field(default_factory=lambda: max(1, min(2, os.cpu_count() or 1)), ge=1)
     context: int = Field(default=2048, ge=256, description="KV cells (tokens) per sequence")
     max_sequences: int = Field(default=8, ge=1, le=64, description="generations decoded together")
-    prefix_cache: int = Field(default=3, ge=0, le=16, description="finished sequences kept for prefix reuse")
+    prefix_cache: int = Field(default=3, ge=0, le=16, description="contexts worth of finished sequences kept in host memory for prefix reuse")
     batch: int = Field(default=512, ge=32, description="max tokens per decode step")
     prefill_chunk: int = Field(default=256, ge=16, description="prompt tokens per step per sequence")
     background_budget: int = Field(
