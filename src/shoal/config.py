@@ -228,6 +228,9 @@ class BotConfig(_Strict):
     max_thoughts: int = Field(default=2, ge=1, le=16, description="thinker, policy spawn: thoughts at once")
     monologue_rounds: int = Field(default=0, ge=0, le=8, description="thinker: rounds of talk with the primary")
     monologue_tokens: int = Field(default=400, ge=16, description="thinker: token budget of one monologue")
+    proposes_instruction: bool = Field(
+        default=False, description="thinker: the primary may turn its thoughts into lines of the evolving instruction"
+    )
     # timer
     silence_after: float = Field(default=0.0, ge=0, description="timer: seconds of quiet before a nudge (0: off)")
     max_nudges: int = Field(default=1, ge=1, description="timer: nudges per silence")
@@ -296,6 +299,20 @@ class MemoryConfig(_Strict):
         default=8, ge=0, description="summarise once this many messages have scrolled out of the history (0: never)"
     )
     summary_chars: int = Field(default=800, ge=100, description="longest running summary kept in the instruction")
+    instruction_facts: list[str] = Field(
+        default_factory=lambda: ["name", "location", "job", "dislikes"],
+        description="facts of these kinds become lines of the conversation's evolving instruction",
+    )
+
+    @field_validator("instruction_facts", "wanted_slots")
+    @classmethod
+    def _known_attributes(cls, value: list[str]) -> list[str]:
+        from shoal.memory.extract import ATTRIBUTES
+
+        unknown = [a for a in value if a not in ATTRIBUTES]
+        if unknown:
+            raise ValueError(f"unknown fact kind(s) {unknown}; known: {', '.join(ATTRIBUTES)}")
+        return value
 
 
 class ServerSettings(_Strict):
@@ -521,9 +538,9 @@ DEFAULT_CONFIG_TOML = '''\
 threads = 2
 context = 2048          # tokens of context per generation (prompt + reply)
 max_sequences = 8       # generations decoded together in one batch
-prefix_cache = 3        # finished generations kept so a shared prompt prefix is not recomputed
-# KV memory = context x (max_sequences + prefix_cache) x the model's bytes per token
-# (23 KB for SmolLM2-135M: 2048 x 11 x 23 KB = 0.5 GB).
+prefix_cache = 3        # contexts' worth of finished prompts kept in host memory, so a shared prefix is not recomputed
+# KV memory = context x max_sequences x the model's bytes per token (23 KB for SmolLM2-135M:
+# 2048 x 8 x 23 KB = 0.4 GB), plus up to context x prefix_cache x 23 KB of host memory for prefixes.
 prefill_chunk = 256     # prompt tokens per step, so a long prompt cannot stall others
 background_budget = 32  # tokens per step for background work while someone waits
 max_pending = 64        # queued requests beyond this fail fast
@@ -594,6 +611,7 @@ interrupt = "terminate"  # a new turn while thinking: terminate | queue | spawn 
 max_thoughts = 2        # spawn: thoughts at once (the oldest beyond it is culled)
 monologue_rounds = 0    # >0: talk the thought over with the primary, in the background
 monologue_tokens = 400  # token budget of one monologue
+proposes_instruction = false  # true: the primary may turn a thought into a (checked, versioned) instruction line
 
 [[bots]]
 name = "memory"
@@ -688,4 +706,5 @@ recall_timeout = 2.0        # seconds the conversation bot waits for recall
 wanted_slots = ["name"]     # profile slots the primary asks for when unknown
 crush_after = 8             # summarise older messages once this many scroll out of the history
 summary_chars = 800         # longest running summary kept in the conversation bot's instruction
+instruction_facts = ["name", "location", "job", "dislikes"]  # facts that become lines of the evolving instruction
 '''

@@ -16,7 +16,9 @@ from typing import Iterator
 
 import pytest
 
+from shoal.cluster.core import Cluster
 from shoal.config import ShoalConfig, parse_config
+from shoal.types import Chunk, GenerateRequest
 
 from ..conftest import LlamaServer, free_port
 from .fixtures import FakeServer
@@ -138,3 +140,14 @@ async def wait_until(predicate, timeout: float = 30, interval: float = 0.05):  #
             return value
         await asyncio.sleep(interval)
     raise TimeoutError("condition not met in time")
+
+
+async def collect(cluster: Cluster, r: GenerateRequest, prefer: str | None = None, *, timeout: float = 30) -> list[Chunk]:
+    """Every chunk of one stream through the cluster (the bound only stops a hung test)."""
+    async with asyncio.timeout(timeout):
+        return [c async for c in cluster.stream(r, prefer=prefer)]
+
+
+def started(fakes: list[FakeServer], server: FakeServer) -> FakeServer:
+    fakes.append(server.start())
+    return server

@@ -12,9 +12,9 @@ from shoal.cluster.breaker import Breaker
 from shoal.cluster.queue import AdmissionQueue, Ticket
 from shoal.cluster.status import prometheus
 from shoal.errors import BackendUnavailable, CapacityError, ShoalError
-from shoal.types import ChatMessage, Chunk, GenerateRequest, Priority, SamplingParams
+from shoal.types import ChatMessage, GenerateRequest, Priority, SamplingParams
 
-from .conftest import config, entry, wait_until
+from .conftest import collect, config, entry, started, wait_until
 from .fixtures import FakeServer
 
 
@@ -30,16 +30,6 @@ def req(priority: Priority = Priority.FOREGROUND, rank: int = 0, model: str | No
     return GenerateRequest(
         messages=[ChatMessage("user", "hi")], model=model, sampling=SamplingParams(max_tokens=4), priority=priority, rank=rank
     )
-
-
-async def collect(cluster: Cluster, r: GenerateRequest, prefer: str | None = None) -> list[Chunk]:
-    async with asyncio.timeout(30):
-        return [c async for c in cluster.stream(r, prefer=prefer)]
-
-
-def started(fakes: list[FakeServer], server: FakeServer) -> FakeServer:
-    fakes.append(server.start())
-    return server
 
 
 async def test_the_queue_orders_by_priority_then_rank_and_ages_waiting_requests() -> None:

@@ -15,12 +15,11 @@ import pytest
 
 from shoal.backends.lmstudio import LMStudioBackend
 from shoal.backends.ollama import OllamaBackend
-from shoal.backends.vllm import VLLMBackend
 from shoal.cluster import Cluster
 from shoal.errors import CapacityError
-from shoal.types import ChatMessage, Chunk, GenerateRequest, SamplingParams
+from shoal.types import ChatMessage, GenerateRequest, SamplingParams
 
-from .conftest import config, entry, wait_until
+from .conftest import collect, config, entry, started, wait_until
 from .fixtures import GIB, FakeServer, LlamaServerFixture, LMStudioFixture, OllamaFixture, VLLMFixture
 
 
@@ -28,16 +27,6 @@ def req(model: str | None, max_tokens: int = 12) -> GenerateRequest:
     return GenerateRequest(
         messages=[ChatMessage("user", "hi")], model=model, sampling=SamplingParams(max_tokens=max_tokens)
     )
-
-
-async def collect(cluster: Cluster, r: GenerateRequest, prefer: str | None = None) -> list[Chunk]:
-    async with asyncio.timeout(30):
-        return [c async for c in cluster.stream(r, prefer=prefer)]
-
-
-def started(fakes: list[FakeServer], server: FakeServer) -> FakeServer:
-    fakes.append(server.start())
-    return server
 
 
 async def test_ollama_residency_comes_from_api_ps_and_api_tags(fakes: list[FakeServer]) -> None:

@@ -16,6 +16,7 @@ from shoal.errors import GenerationCancelled, NotFound
 from shoal.types import ChatMessage, Chunk, GenerateRequest, SamplingParams
 
 from .conftest import SmallLlamaServer, config, config_text, entry, llama_entry, wait_until
+from .conftest import collect as _collect
 
 Pair = tuple[SmallLlamaServer, SmallLlamaServer]
 
@@ -31,8 +32,7 @@ def req(text: str = "Say hi.", max_tokens: int = 4, model: str | None = "smollm2
 
 
 async def collect(cluster: Cluster, r: GenerateRequest, prefer: str | None = None) -> list[Chunk]:
-    async with asyncio.timeout(120):
-        return [c async for c in cluster.stream(r, prefer=prefer)]
+    return await _collect(cluster, r, prefer, timeout=120)  # real servers on 2 shared cores
 
 
 async def test_affinity_sends_the_next_request_to_the_least_loaded_warm_server(llama_pair: Pair, model_path: Path) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import re
 from pathlib import Path
 
+from shoal.bots.primary import fact_line_prefix
 from shoal.config import Env, Settings, parse_config
 from shoal.runtime.messages import MemoryConsent, MemoryProposed, ReplyStart
 from shoal.runtime.swarm import Swarm
@@ -46,6 +47,17 @@ async def test_a_move_from_leeds_to_york_recalls_york_and_keeps_leeds_as_history
         assert locations == ["York"]
         history = await swarm.memories.history_of(user.id, "location")
         assert [(h.value, h.superseded_by is None) for h in history] == [("York", True), ("Leeds", False)]
+
+        # the facts evolved the foreground instruction: York replaced Leeds, each change a version
+        versions = await swarm.instruction_versions(conv.id, user.id)
+        location = fact_line_prefix("location")
+        assert [v["text"] for v in versions] == [f"{location} Leeds", f"{location} York"]
+        assert [v["source"] for v in versions] == ["memory", "memory"]
+        assert versions[1]["reason"] == f"memory: location (fact {history[0].id})"
+        assert start.instruction_version == 2  # the reply was written on it
+        # and it is reversible, as a new version
+        assert await swarm.revert_instruction(conv.id, user.id, 1) == 3
+        assert await swarm.conversations.instruction(conv.id) == (3, f"{location} Leeds")
 
 
 async def test_with_consent_ask_facts_wait_for_a_yes(home: Path) -> None:

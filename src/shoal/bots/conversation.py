@@ -63,9 +63,9 @@ class ConversationBot(Bot):
             return  # it waits in the store for the next reply
         if ev.conversation in self._replies:
             return  # the reply in flight will not see it; the next one will
-        if await self.ctx.conversations.room_of(ev.conversation):
-            return
         conv = await self.ctx.conversations.get_conversation(ev.conversation)
+        if conv.room:
+            return  # in a room the personas speak
         self._start(ev.conversation, conv.user_id, ev.turn, "", interjection=ev)
 
     async def on_stop_reply(self, msg: StopReply) -> Ack:
@@ -133,10 +133,9 @@ class ConversationBot(Bot):
         parts: list[str] = []
         status, error = "complete", None
         try:
-            async for chunk in self.stream(req):
-                if chunk.text:
-                    parts.append(chunk.text)
-                    await self.emit(ReplyDelta(conversation=conversation, turn=turn, message_id=message_id, text=chunk.text))
+            await self.stream_text(
+                req, parts, lambda text: ReplyDelta(conversation=conversation, turn=turn, message_id=message_id, text=text)
+            )
         except GenerationCancelled:
             status = "interrupted"
         except asyncio.CancelledError:

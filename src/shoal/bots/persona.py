@@ -55,10 +55,9 @@ class PersonaBot(Bot):
         parts: list[str] = []
         status, error = "complete", None
         try:
-            async for chunk in self.stream(req):
-                if chunk.text:
-                    parts.append(chunk.text)
-                    await self.emit(ReplyDelta(conversation=conversation, turn=turn, message_id=message_id, text=chunk.text))
+            await self.stream_text(
+                req, parts, lambda text: ReplyDelta(conversation=conversation, turn=turn, message_id=message_id, text=text)
+            )
         except GenerationCancelled:
             status = "interrupted"
         except asyncio.CancelledError:

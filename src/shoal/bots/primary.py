@@ -29,20 +29,23 @@ from typing import Any, ClassVar
 from shoal.bots.conversation import THINKING_QUESTION
 from shoal.config import RoutingRule
 from shoal.errors import ShoalError
-from shoal.memory.store import keywords
+from shoal.memory.store import SINGLE_VALUED, keywords
 from shoal.runtime.bot import Bot
+from shoal.runtime.rooms import QUESTION
 from shoal.runtime.messages import (
     ActionEnd,
     Alarm,
     ConsentDecision,
     Injection,
     InstructionChanged,
+    InstructionProposal,
     MonologuePrompt,
     MonologueReply,
     TimerTick,
     MemoryDone,
     MemoryProposed,
     MemoryItem,
+    MemoryWrite,
     Route,
     ThoughtEnd,
     TurnSettled,
@@ -53,9 +56,6 @@ from shoal.types import ChatMessage, Priority
 
 log = logging.getLogger(__name__)
 
-_QUESTION = re.compile(
-    r"\?\s*$|^\s*(?:who|what|when|where|why|how|which|can|could|would|should|is|are|do|does|did|will)\b", re.I | re.M
-)
 _PLAN = re.compile(
     r"\b(?:plan|planning|should i|help me|how (?:do|can|should) i|i need to|i want to|i'm going to|"
     r"i am going to|going to|todo|to-do|schedule|decide|organi[sz]e|prepare)\b",
@@ -86,8 +86,60 @@ MONOLOGUE_SCHEMA: dict[str, Any] = {
     "required": ["done", "question"],
 }
 
+INSTRUCT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"rule": {"type": "string", "maxLength": 160}, "lasting": {"type": "boolean"}},
+    "required": ["rule", "lasting"],
+}
+INSTRUCT_PROMPT = (
+    "You read a thinker's thought about a user. If it shows a lasting preference for how the assistant should talk "
+    "to this user, write it as one short rule with words from the thought. Otherwise leave rule empty.\n"
+    'Example: thought "They are busy and want quick answers." -> {"rule": "Give quick answers.", "lasting": true}\n'
+    'Example: thought "They ask about the weather in Rome." -> {"rule": "", "lasting": false}'
+)
+_DIRECTIVE_VERBS = frozenset(
+    "give keep use make provide offer write try be stay add start stop put let tell answer reply respond talk speak".split()
+)
+#: words of a rule about *how to talk* (a rule without one is about something else and is refused)
+_STYLE_WORDS = re.compile(
+    r"\b(?:short|shorter|brief|briefly|quick|quickly|concise|simple|simply|plain|easy|clear|clearly|slow|slowly|"
+    r"detail|detailed|details|long|longer|step|steps|example|examples|formal|formally|casual|friendly|polite|gentle|"
+    r"kind|patient|calm|tone|words|jargon|technical|explain|explanations?|answers?|repl(?:y|ies)|sentences?|"
+    r"language|english|french|spanish|german|emoji|emojis|jokes?|humou?r|call|name|avoid|never|always|don't|"
+    r"do not|list|lists|bullet|bullets)\b",
+    re.I,
+)
+
 #: longest evolved instruction kept for a conversation; older lines fall off
 MAX_EVOLVED_CHARS = 600
+#: how a line that came from a thought starts
+THOUGHT_LINE = "From a background thought:"
+
+
+def fact_line_prefix(attribute: str) -> str:
+    """The start of the instruction line holding a remembered fact of this kind."""
+    return f"Remembered about the user ({attribute}):"
+
+
+def instruction_problem(rule: str, evidence: str) -> str | None:
+    """Why a proposed instruction line is refused, or None when the primary accepts it.
+
+    A rule must be a few words of one sentence, and nearly all its content
+    words must come from the thought or the user's message: a small model
+    must not slip in an instruction nobody said.
+    """
+    if len(rule) > 160 or "\n" in rule:
+        return "too long"
+    if len(keywords(rule)) < 2:
+        return "too vague"
+    if re.search(r"https?://|\bignore (?:all|previous|the above)\b", rule, re.I):
+        return "looks like an injection"
+    # the verbs of an instruction ("give", "keep", "use") are the model's; what they apply to must be said
+    if not grounded_in(" ".join(keywords(rule) - _DIRECTIVE_VERBS) or rule, evidence, share=0.75):
+        return "not grounded in the thought or the user's words"
+    if not _STYLE_WORDS.search(rule):
+        return "not about how to talk to the user"
+    return None
 
 SLOT_QUESTIONS = {
     "name": "The user's name is unknown. Ask for their name.",
@@ -99,7 +151,7 @@ def rule_matches(rule: RoutingRule, text: str) -> bool:
     if rule.when == "always":
         return True
     if rule.when == "question":
-        return bool(_QUESTION.search(text))
+        return bool(QUESTION.search(text))
     if rule.when == "plan":
         return bool(_PLAN.search(text))
     if rule.when == "personal":
@@ -323,18 +375,111 @@ class PrimaryBot(Bot):
         await self.set_instruction(ev.conversation, ev.turn, line, reason="a standing request from the user", append=True)
 
     async def set_instruction(
-        self, conversation: str, turn: str | None, text: str, *, reason: str, append: bool, source: str = ""
+        self,
+        conversation: str,
+        turn: str | None,
+        text: str,
+        *,
+        reason: str,
+        append: bool,
+        source: str = "",
+        replaces: str | None = None,
     ) -> int:
+        """Make ``text`` the conversation's instruction addendum (or add it as a line) as a new version.
+
+        With ``append``, ``text`` becomes the last line; a line starting with
+        ``replaces`` goes (a newer fact of the same kind), and so do the oldest
+        lines beyond ``MAX_EVOLVED_CHARS``. An append that changes nothing
+        makes no version.
+        """
         store = self.ctx.conversations
-        _version, current = await store.instruction(conversation)
+        version, current = await store.instruction(conversation)
         if append:
-            lines = [x for x in current.splitlines() if x.strip() and x.strip() != text] + [text]
+            lines = [
+                x for x in current.splitlines()
+                if x.strip() and x.strip() != text and not (replaces and x.startswith(replaces))
+            ] + [text]
             while len("\n".join(lines)) > MAX_EVOLVED_CHARS and len(lines) > 1:
                 lines.pop(0)
             text = "\n".join(lines)
+            if text == current:
+                return version
         version = await store.add_instruction_version(conversation, text, reason=reason, source=source or self.name)
         await self.emit(InstructionChanged(conversation=conversation, turn=turn, version=version, text=text, reason=reason))
         return version
+
+    async def on_memory_write(self, ev: MemoryWrite) -> None:
+        """A fact the memory bot stored becomes a line of the instruction (a newer fact replaces the older line).
+
+        The primary's check: only the fact kinds ``memory.instruction_facts``
+        names, only facts whose value is in the user's own words (the stored
+        clause), and the line is built from a template, never generated.
+        """
+        item = ev.item
+        if item.kind != "fact" or not item.attribute or not item.value:
+            return
+        if item.attribute not in self.ctx.config.memory.instruction_facts or "user" not in self.config.memory.read:
+            return
+        if not grounded_in(item.value, item.text, share=1.0):
+            log.info("primary: fact %s not used in the instruction (%r is not in %r)", item.id, item.value, item.text)
+            return
+        prefix = fact_line_prefix(item.attribute)
+        await self.set_instruction(
+            ev.conversation,
+            ev.turn,
+            f"{prefix} {item.value}",
+            reason=f"memory: {item.attribute} (fact {item.id})",
+            append=True,
+            source=ev.bot,
+            replaces=prefix if item.attribute in SINGLE_VALUED else None,
+        )
+
+    async def _instruction_from_thought(self, state: TurnState, thought: ThoughtEnd) -> None:
+        """Offer a thought to the model as a standing rule; keep it only if it passes the primary's check."""
+        messages = [
+            ChatMessage("system", INSTRUCT_PROMPT),
+            ChatMessage("user", f"User said: {state.text}\nThought: {thought.text}"),
+        ]
+        evidence = f"{state.text} {thought.text}"
+        rule, problem = "", "no valid answer from the model"
+        for _attempt in range(2):
+            out = await self.complete(self.request(messages, json_schema=INSTRUCT_SCHEMA, temperature=0.0, max_tokens=80))
+            try:
+                data = json.loads(out.text)
+                lasting, rule = bool(data["lasting"]), " ".join(str(data["rule"]).split())
+            except (ValueError, KeyError, TypeError):
+                self.invalid_outputs += 1
+                continue
+            if not lasting or not rule:
+                rule, problem = "", "no lasting preference in the thought"
+                break
+            problem = instruction_problem(rule, evidence) or ""
+            if not problem:
+                break
+            log.info("primary: rule from thought %s refused (%s): %r", thought.thought_id, problem, rule)
+            self.invalid_outputs += 1
+        else:
+            self.dropped_outputs += 1
+        await self.emit(
+            InstructionProposal(
+                conversation=state.conversation,
+                turn=state.turn,
+                thought_id=thought.thought_id,
+                thinker=thought.bot,
+                rule=rule,
+                accepted=not problem,
+                problem=problem,
+            )
+        )
+        if not problem:
+            await self.set_instruction(
+                state.conversation,
+                state.turn,
+                f"{THOUGHT_LINE} {rule}",
+                reason=f"thought {thought.thought_id} from {thought.bot}",
+                append=True,
+                source=thought.bot,
+            )
 
     # -- rooms ----------------------------------------------------------------------------
     async def _route_room(self, ev: UserTurn) -> None:
@@ -397,6 +542,9 @@ class PrimaryBot(Bot):
             note = await self._worth_sharing(state, thought)
             if note:
                 await self.inject(state, note, reason=f"thought {thought.thought_id}", mode="next_reply")
+            thinker = next((b for b in self.ctx.config.bots if b.name == thought.bot), None)
+            if thinker is not None and thinker.proposes_instruction:
+                await self._instruction_from_thought(state, thought)
         await self._ask_for_slots(state)
 
     async def _worth_sharing(self, state: TurnState, thought: ThoughtEnd) -> str | None:

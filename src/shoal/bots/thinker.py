@@ -188,7 +188,7 @@ class ThinkerBot(Bot):
                 if msg.conversation in (None, conv):
                     n += len(queue)
                     queue.clear()
-        return Ack(ok=n > 0, detail=f"cancelled {n} thought(s)")
+        return Ack(ok=n > 0, detail=f"cancelled {n} thought(s)", count=n)
 
     # -- thinking -------------------------------------------------------------------
     async def _think(self, thought: Thought) -> None:
@@ -228,15 +228,14 @@ class ThinkerBot(Bot):
     async def _generate(self, thought: Thought, messages: list[ChatMessage], max_tokens: int, *, live: bool) -> str:
         req = self.request(messages, max_tokens=max_tokens)
         req.cancel = thought.cancel
-        parts: list[str] = []
-        async for chunk in self.stream(req):
-            if chunk.text:
-                parts.append(chunk.text)
-                if live:
-                    thought.parts.append(chunk.text)
-                    await self.emit(
-                        ThoughtDelta(conversation=thought.conversation, turn=thought.turn, thought_id=thought.id, text=chunk.text)
-                    )
+        # a live generation streams into the thought's buffer ("what are you thinking about?")
+        parts: list[str] = thought.parts if live else []
+        delta = (
+            (lambda text: ThoughtDelta(conversation=thought.conversation, turn=thought.turn, thought_id=thought.id, text=text))
+            if live
+            else None
+        )
+        await self.stream_text(req, parts, delta)
         return "".join(parts)
 
     async def _monologue(self, thought: Thought, messages: list[ChatMessage]) -> None:

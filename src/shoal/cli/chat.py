@@ -20,6 +20,7 @@ from shoal.runtime.messages import (
     ActionEnd,
     BotError,
     InstructionChanged,
+    InstructionProposal,
     MonologueStep,
     ThoughtQueued,
     Event,
@@ -233,6 +234,9 @@ class TurnView:
             self.notes.append(f"[blue]{ev.bot} ({ev.template}, {ev.status}):[/] {ev.text or ev.error or ''}")
         elif isinstance(ev, InstructionChanged):
             self.notes.append(f"[yellow]instruction v{ev.version}:[/] {ev.text or '(back to the bot’s own)'}")
+        elif isinstance(ev, InstructionProposal) and ev.rule:
+            verdict = "accepted" if ev.accepted else f"refused: {ev.problem}"
+            self.notes.append(f"[dim]{ev.thinker} proposed “{ev.rule}” for the instruction ({verdict})[/]")
         elif isinstance(ev, ThoughtDelta) and ev.thought_id in self.thoughts:
             self.thoughts[ev.thought_id][1] += ev.text
         elif isinstance(ev, ThoughtEnd):

@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncIterator, ClassVar
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, ClassVar
 
 from pydantic import BaseModel
 
@@ -151,6 +151,18 @@ class Bot:
 
     def stream(self, req: GenerateRequest) -> AsyncIterator[Chunk]:
         return self.backend.stream(req)
+
+    async def stream_text(self, req: GenerateRequest, parts: list[str], delta: Callable[[str], Event] | None = None) -> None:
+        """Stream ``req`` into ``parts``, publishing ``delta(text)`` for every piece when given.
+
+        ``parts`` holds what arrived even when the stream ends in an error or
+        a cancellation, so the caller can keep the partial text.
+        """
+        async for chunk in self.stream(req):
+            if chunk.text:
+                parts.append(chunk.text)
+                if delta is not None:
+                    await self.emit(delta(chunk.text))
 
     async def complete(self, req: GenerateRequest) -> Completion:
         return await generate(self.backend, req)

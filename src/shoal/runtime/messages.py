@@ -188,6 +188,18 @@ class InstructionChanged(Event):
     reason: str = ""
 
 
+class InstructionProposal(Event):
+    """A thinker's thought offered as a line of the instruction, and the primary's verdict."""
+
+    kind: Literal["instruction.proposal"] = "instruction.proposal"
+    thought_id: str
+    thinker: str
+    rule: str = ""
+    accepted: bool = False
+    #: why it was refused ("" when accepted)
+    problem: str = ""
+
+
 # --- conv.<id>.memory -------------------------------------------------------
 class MemoryWrite(Event):
     kind: Literal["memory.write"] = "memory.write"
@@ -268,6 +280,7 @@ CHANNEL: dict[str, str] = {
     "alarm": "alarm",
     "timer.tick": "timer",
     "instruction.changed": "system",
+    "instruction.proposal": "system",
     "memory.write": "memory",
     "memory.rejected": "memory",
     "memory.done": "memory",
@@ -295,6 +308,7 @@ AnyEvent = Annotated[
         Alarm,
         TimerTick,
         InstructionChanged,
+        InstructionProposal,
         MemoryWrite,
         MemoryRejected,
         MemoryProposed,
@@ -424,6 +438,8 @@ class Ack(Control):
     kind: Literal["ack"] = "ack"
     ok: bool = True
     detail: str = ""
+    #: how many things the command acted on, when it counts them
+    count: int = 0
 
 
 AnyControl = Annotated[

@@ -32,7 +32,10 @@ from shoal.config import BotConfig, RoomConfig
 if TYPE_CHECKING:
     from shoal.store.conversations import ConversationStore
 
-_QUESTION = re.compile(r"\?\s*$|^\s*(?:who|what|when|where|why|how|which|can|could|would|should|is|are|do|does)\b", re.I)
+#: a question: ends in "?" or a line starts with a question word (the primary's `question` rule too)
+QUESTION = re.compile(
+    r"\?\s*$|^\s*(?:who|what|when|where|why|how|which|can|could|would|should|is|are|do|does|did|will)\b", re.I | re.M
+)
 _WORD = re.compile(r"[a-z0-9']+")
 
 DAY = 86_400.0
@@ -110,7 +113,7 @@ class RoomAnalyser:
             if scored:
                 scored.sort(key=lambda x: (-x[0], x[1]))
                 candidates = [(name, f"topic '{hit}'") for _, name, hit in scored]
-            elif _QUESTION.search(text):
+            elif QUESTION.search(text):
                 order = sorted(personas, key=lambda p: (self._last_spoke.get(p.name, 0.0), p.name))
                 candidates = [(p.name, "question, spoke least recently") for p in order]
             else:

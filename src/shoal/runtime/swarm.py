@@ -263,8 +263,7 @@ class Swarm:
                 f"the message is {len(text)} characters; the limit is {limit}",
                 hint="split it into several messages (or raise server.max_message_chars)",
             )
-        await self.conversations.get_conversation(conversation_id, user_id=user_id)
-        room = await self.conversations.room_of(conversation_id)
+        room = (await self.conversations.get_conversation(conversation_id, user_id=user_id)).room
         author = (await self.conversations.get_user(user_id)).name if room else ""
         # in a room the message keeps its author's name (personas see who said what)
         msg = await self.conversations.add_message(conversation_id, "user", text, bot=author or None)
@@ -283,8 +282,7 @@ class Swarm:
 
     async def pair_talk(self, conversation_id: str, user_id: str, a: str, b: str, *, turns: int) -> list[dict[str, Any]]:
         """Plug two personas together: they talk in turn, bounded by the room and their rate limits."""
-        await self.conversations.get_conversation(conversation_id, user_id=user_id)
-        room_name = await self.conversations.room_of(conversation_id)
+        room_name = (await self.conversations.get_conversation(conversation_id, user_id=user_id)).room
         if room_name is None:
             raise BadInput("two bots can only talk to each other in a room", hint="create one with `create_room`")
         room = self.config.room(room_name)
@@ -353,8 +351,8 @@ class Swarm:
                 res = await self.mesh.request(
                     f"bot.{name}.control", CancelThought(conversation=conversation_id, thought_id=thought_id), timeout=5
                 )
-                if isinstance(res, Ack) and res.ok:
-                    n += int(res.detail.split()[1]) if res.detail.startswith("cancelled ") else 1
+                if isinstance(res, Ack):
+                    n += res.count
         return n
 
     def listen(self, conversation_id: str | None = None) -> Listener:

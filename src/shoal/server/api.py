@@ -94,7 +94,7 @@ async def owned(swarm: Swarm, conversation_id: str, user: User):  # type: ignore
 
 
 def conv_view(c: Any) -> dict[str, Any]:
-    return {"id": c.id, "title": c.title, "created_at": c.created_at, "updated_at": c.updated_at}
+    return {"id": c.id, "title": c.title, "created_at": c.created_at, "updated_at": c.updated_at, "room": c.room}
 
 
 @router.get("/conversations", tags=["conversations"], summary="Your conversations, newest first")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable
 
 from shoal.errors import NotFound
@@ -26,6 +26,8 @@ class Conversation:
     title: str
     created_at: float
     updated_at: float
+    #: the room's name when the conversation is a room (several people, personas answer)
+    room: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +59,11 @@ def _user(r: Any) -> User:
 
 
 def _conv(r: Any) -> Conversation:
-    return Conversation(r["id"], r["user_id"], r["title"], r["created_at"], r["updated_at"])
+    return Conversation(r["id"], r["user_id"], r["title"], r["created_at"], r["updated_at"], r["room"])
+
+
+#: a conversation row with its room's name (NULL when it is not a room)
+_CONV_SELECT = "SELECT c.*, r.name AS room FROM conversations c LEFT JOIN rooms r ON r.conversation_id = c.id"
 
 
 def _msg(r: Any) -> Message:
@@ -107,7 +113,7 @@ class ConversationStore:
 
     async def get_conversation(self, conversation_id: str, *, user_id: str | None = None) -> Conversation:
         def fn(c: Conn) -> tuple[Any, bool]:
-            row = c.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+            row = c.execute(f"{_CONV_SELECT} WHERE c.id = ?", (conversation_id,)).fetchone()
             member = user_id is not None and c.execute(
                 "SELECT 1 FROM room_members WHERE conversation_id = ? AND user_id = ?", (conversation_id, user_id)
             ).fetchone() is not None
@@ -126,9 +132,9 @@ class ConversationStore:
     async def list_conversations(self, user_id: str, *, limit: int = 100) -> list[Conversation]:
         rows = await self.db.read(
             lambda c: c.execute(
-                "SELECT * FROM conversations WHERE user_id = ?"
-                " OR id IN (SELECT conversation_id FROM room_members WHERE user_id = ?)"
-                " ORDER BY updated_at DESC LIMIT ?",
+                f"{_CONV_SELECT} WHERE c.user_id = ?"
+                " OR c.id IN (SELECT conversation_id FROM room_members WHERE user_id = ?)"
+                " ORDER BY c.updated_at DESC LIMIT ?",
                 (user_id, user_id, limit),
             ).fetchall()
         )
@@ -147,14 +153,7 @@ class ConversationStore:
             )
 
         await self.db.write(fn)
-        return conv
-
-    async def room_of(self, conversation_id: str) -> str | None:
-        """The room's name when the conversation is a room, else None."""
-        row = await self.db.read(
-            lambda c: c.execute("SELECT name FROM rooms WHERE conversation_id = ?", (conversation_id,)).fetchone()
-        )
-        return row["name"] if row else None
+        return replace(conv, room=name)
 
     async def room_members(self, conversation_id: str) -> list[User]:
         rows = await self.db.read(

@@ -182,6 +182,9 @@ function applyEvent(ev) {
     case "instruction.changed":
       if (turn) turn.items.push({ k: "note", icon: "✎", title: `instruction v${ev.version}`, text: ev.text || "(back to the bot's own instruction)" });
       break;
+    case "instruction.proposal":
+      if (turn) turn.items.push({ k: "note", icon: ev.accepted ? "✎" : "⊘", title: `${ev.thinker} proposed an instruction · ${ev.accepted ? "accepted" : "refused: " + ev.problem}`, text: ev.rule || "(nothing lasting)" });
+      break;
     case "thought.delta":
       if (turn && turn.thoughts[ev.thought_id]) turn.thoughts[ev.thought_id].text += ev.text;
       break;
@@ -688,7 +691,7 @@ const Shell = {
       <div class="section-title"><span>Conversations</span><button class="btn small" @click="newConversation" data-test="new-chat"><Icon name="plus" :size="12"/> New</button></div>
       <div class="conv-list">
         <button v-for="c in state.conversations" :key="c.id" class="conv-item" :class="{on: c.id === state.current && state.view === 'chat'}" @click="open(c.id)">
-          {{ c.title || 'New conversation' }}<small>{{ ago(c.updated_at) }}</small>
+          {{ c.title || (c.room ? 'Room ' + c.room : 'New conversation') }}<small>{{ c.room ? 'room · ' : '' }}{{ ago(c.updated_at) }}</small>
         </button>
         <div class="muted" style="padding:8px 10px" v-if="!state.conversations.length">No conversations yet.</div>
       </div>
