@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from shoal.memory.store import MemoryStore, NewMemory
+from shoal.memory.store import MemoryStore, NewMemory, Weights, sign_codes
 from shoal.store.conversations import ConversationStore
 from shoal.store.db import Database
+
+
+#: vector channels only: what the binary first pass finds, without keywords or recency
+VECTORS_ONLY = Weights(keyword=0, keyword_context=0, recency=0)
 
 
 @pytest.fixture
@@ -125,3 +130,23 @@ async def test_a_search_for_a_thousand_results_stays_within_sqlite_vec_limits(st
     await mem.add_many([NewMemory(ana, "raw", f"note number {i} about boats", sources=[f"n{i}"]) for i in range(50)])
     found = await mem.search(ana, "boats", limit=1000)  # asks the KNN for more than 4096 rows
     assert len(found) == 50
+
+
+async def test_the_binary_index_follows_writes_and_forgets_from_another_process(stores, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    mem, ana, bob, db = stores
+    await mem.add(ana, "raw", "We sailed a small boat around the harbour.", sources=["m1"])
+    query = "Has she been on the water?"
+    assert [m.sources for m in await mem.search(ana, query, limit=1, weights=VECTORS_ONLY)] == [["m1"]]  # codes loaded
+    # another process (its own connection and store) writes and forgets
+    other_db = await Database(tmp_path / "m.db").open()
+    other = MemoryStore(other_db)
+    kayak, _ = await other.add(ana, "raw", "Last summer I paddled a kayak across the lake.", sources=["m2"])
+    await other.add(bob, "raw", "Bob rowed a dinghy on the river.", sources=["b1"])
+    found = await mem.search(ana, query, limit=5, weights=VECTORS_ONLY)
+    assert {tuple(m.sources) for m in found} == {("m1",), ("m2",)}  # appended, and Bob's never in Ana's scope
+    await other.forget(kayak.id, user_id=ana)
+    await other_db.close()
+    assert [m.sources for m in await mem.search(ana, query, limit=5, weights=VECTORS_ONLY)] == [["m1"]]
+    # the codes are sqlite-vec's own quantisation of the stored vectors
+    row = await db.read(lambda c: c.execute("SELECT vec, vec_quantize_binary(vec) FROM memory_vectors LIMIT 1").fetchone())
+    assert sign_codes(np.frombuffer(row[0], dtype=np.float32)).tobytes() == bytes(row[1])

@@ -92,3 +92,22 @@ def m005_crush(conn: Any) -> None:
         ALTER TABLE conversations ADD COLUMN summarized_until TEXT;
         """,
     )
+
+
+@migration
+def m007_memory_index(conn: Any) -> None:
+    """Per-user counters of added/removed vectors (the in-process binary index follows them), and
+    an index for the duplicate check on every write (it scanned all of a user's memories)."""
+    run_script(
+        conn,
+        """
+        CREATE TABLE memory_index_state (
+            user_id TEXT PRIMARY KEY,
+            added INTEGER NOT NULL DEFAULT 0,
+            removed INTEGER NOT NULL DEFAULT 0
+        );
+        INSERT INTO memory_index_state (user_id, added)
+            SELECT m.user_id, count(*) FROM memory_vectors v JOIN memories m ON m.rowid = v.memory GROUP BY m.user_id;
+        CREATE INDEX memories_hash ON memories(user_id, content_hash);
+        """,
+    )
