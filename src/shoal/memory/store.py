@@ -197,7 +197,7 @@ class _UserCodes:
     removed: int
     last_id: int
     memories: np.ndarray  # memories.rowid of each vector
-    codes: np.ndarray  # (n, 6) uint64
+    codes: np.ndarray  # (6, n) uint64: word i of every code is contiguous
 
 
 class BinaryIndex:
@@ -222,7 +222,14 @@ class BinaryIndex:
         n = len(entry.memories)
         if n == 0 or k <= 0:
             return []
-        dist = np.bitwise_count(entry.codes ^ sign_codes(query)[0]).sum(axis=1, dtype=np.int32)
+        q = sign_codes(query)[0]
+        # column by column (codes are stored 6 x n): 5x faster than one (n, 6) pass at 1M
+        dist = np.bitwise_count(entry.codes[0] ^ q[0]).astype(np.uint16)
+        tmp = np.empty(n, dtype=np.uint64)
+        for i in range(1, len(q)):
+            np.bitwise_xor(entry.codes[i], q[i], out=tmp)
+            dist += np.bitwise_count(tmp)
+        dist = dist.astype(np.int32)  # argpartition is 3x faster on int32 than on uint16
         if k < n:
             top = np.argpartition(dist, k - 1)[:k]
             top = top[np.argsort(dist[top], kind="stable")]
@@ -244,7 +251,7 @@ class BinaryIndex:
             last_id, mems, codes = self._load(c, user_id, after=entry.last_id)
             entry = _UserCodes(
                 added, removed, max(entry.last_id, last_id),
-                np.concatenate([entry.memories, mems]), np.concatenate([entry.codes, codes]),
+                np.concatenate([entry.memories, mems]), np.concatenate([entry.codes, codes], axis=1),
             )
         with self._lock:
             self._users[user_id] = entry
@@ -252,15 +259,39 @@ class BinaryIndex:
 
     @staticmethod
     def _load(c: Conn, user_id: str, *, after: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """(last vector id, memory rowids, (6, n) codes) of the user's vectors with id > ``after``."""
+        from shoal.store.sqlite import vec_available
+
+        empty = (after, np.zeros(0, dtype=np.int64), np.zeros((DIM // 64, 0), dtype=np.uint64))
+        if after == 0 and vec_available():
+            # a full load reads the 48-byte codes sqlite-vec keeps, not 1.5 KB float vectors
+            owners = c.execute(
+                "SELECT v.id, v.memory FROM memories m JOIN memory_vectors v ON v.memory = m.rowid"
+                " WHERE m.user_id = ? ORDER BY v.id",
+                (user_id,),
+            ).fetchall()
+            if not owners:
+                return empty
+            ids = np.fromiter((r[0] for r in owners), dtype=np.int64, count=len(owners))
+            mems = np.fromiter((r[1] for r in owners), dtype=np.int64, count=len(owners))
+            rows = c.execute("SELECT rowid, emb FROM memory_vec WHERE user_id = ?", (user_id,)).fetchall()
+            code_ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            order = np.argsort(code_ids)
+            raw = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.uint8).reshape(len(rows), DIM // 8)[order]
+            pos = np.searchsorted(code_ids[order], ids)
+            ok = (pos < len(rows)) & (code_ids[order][np.minimum(pos, len(rows) - 1)] == ids)
+            codes = np.ascontiguousarray(raw[pos[ok]]).view(np.uint64)
+            return int(ids[-1]), mems[ok], np.ascontiguousarray(codes.T)
         rows = c.execute(
             "SELECT v.id, v.memory, v.vec FROM memory_vectors v JOIN memories m ON m.rowid = v.memory"
             " WHERE m.user_id = ? AND v.id > ? ORDER BY v.id",
             (user_id, after),
         ).fetchall()
         if not rows:
-            return after, np.zeros(0, dtype=np.int64), np.zeros((0, DIM // 64), dtype=np.uint64)
+            return empty
         floats = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32)
-        return rows[-1][0], np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows)), sign_codes(floats)
+        mems = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+        return rows[-1][0], mems, np.ascontiguousarray(sign_codes(floats).T)
 
     def forget_cache(self) -> None:
         with self._lock:
@@ -607,13 +638,20 @@ class MemoryStore:
         dfs = []
         for t in terms:
             quoted = '"' + t.replace('"', "") + '"'
-            df = c.execute("SELECT count(*) FROM memory_fts WHERE memory_fts MATCH ?", (f"{{text context}} : {quoted}",)).fetchone()[0]
+            # counted only up to the point where the term stops being useful
+            df = c.execute(
+                "SELECT count(*) FROM (SELECT 1 FROM memory_fts WHERE memory_fts MATCH ? LIMIT ?)",
+                (f"{{text context}} : {quoted}", self.MAX_TERM_DF * 10 + 1),
+            ).fetchone()[0]
             if df:
                 dfs.append((df, quoted))
         if not dfs:
             return {}
         dfs.sort()
-        keep = [q for df, q in dfs if df <= self.MAX_TERM_DF] or [q for _, q in dfs[:2]]
+        # only common words: the rarest one alone, unless even that is everywhere
+        keep = [q for df, q in dfs if df <= self.MAX_TERM_DF] or [q for df, q in dfs[:1] if df <= self.MAX_TERM_DF * 10]
+        if not keep:
+            return {}
         fq = " OR ".join(keep)
         lists: dict[str, list[int]] = {}
         for name, column in (("keyword", "text"), ("keyword_context", "{text context}")):
