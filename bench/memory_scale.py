@@ -52,14 +52,6 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, max(0, round(p / 100 * (len(values) - 1))))]
 
 
-async def checkpoint(db) -> None:  # type: ignore[no-untyped-def]
-    import asyncio as _a
-
-    await _a.get_running_loop().run_in_executor(
-        db._writer, lambda: db._connect().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-    )
-
-
 CACHE = Path(__file__).resolve().parents[1] / ".cache" / "memory_scale"
 
 
@@ -144,7 +136,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, float]:
                 progress.advance(task, n)
             # a database in use is checkpointed as it goes; right after a bulk build the WAL holds
             # hundreds of MB that every read would have to look through
-            await checkpoint(db)
+            await db.checkpoint()
             qtask = progress.add_task(f"search at {size:,}", total=len(questions))
             shoal_ms, base_ms = [], []
             # the first search after a start (or after another process wrote) loads the user's

@@ -125,10 +125,10 @@ async def test_memories_written_before_vectors_are_indexed_by_reindex(stores) ->
     assert top.id == m.id and "vector" in top.why
 
 
-async def test_a_search_for_a_thousand_results_stays_within_sqlite_vec_limits(stores) -> None:  # type: ignore[no-untyped-def]
+async def test_a_search_for_a_thousand_results_stays_within_the_first_pass_bound(stores) -> None:  # type: ignore[no-untyped-def]
     mem, ana, _, _ = stores
     await mem.add_many([NewMemory(ana, "raw", f"note number {i} about boats", sources=[f"n{i}"]) for i in range(50)])
-    found = await mem.search(ana, "boats", limit=1000)  # asks the KNN for more than 4096 rows
+    found = await mem.search(ana, "boats", limit=1000)  # asks the first pass for more than KNN_MAX_K vectors
     assert len(found) == 50
 
 

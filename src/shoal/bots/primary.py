@@ -24,7 +24,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, AsyncIterator, ClassVar
 
 from shoal.bots.conversation import THINKING_QUESTION
 from shoal.config import RoutingRule
@@ -346,17 +346,31 @@ class PrimaryBot(Bot):
             ),
             ChatMessage("user", "\n".join(msg.transcript[-6:])),
         ]
-        for _attempt in range(2):
-            out = await self.complete(self.request(messages, json_schema=MONOLOGUE_SCHEMA, temperature=0.0, max_tokens=96))
-            try:
-                data = json.loads(out.text)
-                done, question = bool(data["done"]), str(data["question"]).strip()
-            except (ValueError, KeyError, TypeError):
-                self.invalid_outputs += 1
-                continue
+        async for done, question in self._answers(messages, MONOLOGUE_SCHEMA, ("done", "question"), max_tokens=96):
+            question = question.strip()
             return MonologueReply(text="" if done else question, done=done or not question)
         self.dropped_outputs += 1
         return MonologueReply(done=True)
+
+    async def _answers(
+        self, messages: list[ChatMessage], schema: dict[str, Any], keys: tuple[str, str], *, max_tokens: int | None = None
+    ) -> AsyncIterator[tuple[bool, str]]:
+        """Ask the model (greedy, under ``schema``) up to twice; yield each parseable ``(flag, text)`` answer.
+
+        An answer that is not JSON or lacks ``keys`` counts as an invalid
+        output and is asked again; the caller decides whether a parsed one
+        will do (and counts it dropped when none did).
+        """
+        flag_key, text_key = keys
+        for _attempt in range(2):
+            out = await self.complete(self.request(messages, json_schema=schema, temperature=0.0, max_tokens=max_tokens))
+            try:
+                data = json.loads(out.text)
+                answer = bool(data[flag_key]), str(data[text_key])
+            except (ValueError, KeyError, TypeError):
+                self.invalid_outputs += 1
+                continue
+            yield answer
 
     # -- the evolving instruction ---------------------------------------------------------
     async def _evolve_instruction(self, ev: UserTurn) -> None:
@@ -442,14 +456,8 @@ class PrimaryBot(Bot):
         ]
         evidence = f"{state.text} {thought.text}"
         rule, problem = "", "no valid answer from the model"
-        for _attempt in range(2):
-            out = await self.complete(self.request(messages, json_schema=INSTRUCT_SCHEMA, temperature=0.0, max_tokens=80))
-            try:
-                data = json.loads(out.text)
-                lasting, rule = bool(data["lasting"]), " ".join(str(data["rule"]).split())
-            except (ValueError, KeyError, TypeError):
-                self.invalid_outputs += 1
-                continue
+        async for lasting, rule in self._answers(messages, INSTRUCT_SCHEMA, ("lasting", "rule"), max_tokens=80):
+            rule = " ".join(rule.split())
             if not lasting or not rule:
                 rule, problem = "", "no lasting preference in the thought"
                 break
@@ -557,15 +565,8 @@ class PrimaryBot(Bot):
             ),
             ChatMessage("user", f"User said: {state.text}\nThought: {thought.text}"),
         ]
-        for _attempt in range(2):
-            req = self.request(messages, json_schema=REFLECT_SCHEMA, temperature=0.0)
-            out = await self.complete(req)
-            try:
-                data = json.loads(out.text)
-                share, note = bool(data["share"]), str(data["note"]).strip()
-            except (ValueError, KeyError, TypeError):
-                self.invalid_outputs += 1
-                continue
+        async for share, note in self._answers(messages, REFLECT_SCHEMA, ("share", "note")):
+            note = note.strip()
             if not share or not note:
                 return None
             if grounded_in(note, thought.text + " " + state.text):

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: sqlite-vec refuses a KNN query with k above 4096
+#: most vectors the first (binary) pass hands on to exact scoring
 KNN_MAX_K = 4096
 
 #: attributes where a new value replaces the old one (a person lives in one place)

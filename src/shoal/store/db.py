@@ -84,6 +84,12 @@ class Database:
             raise RuntimeError("the database is closed")
         return await asyncio.get_running_loop().run_in_executor(self._readers, lambda: fn(self._connect()))
 
+    async def checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it (after a bulk load)."""
+        await asyncio.get_running_loop().run_in_executor(
+            self._writer, lambda: self._connect().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        )
+
     def write_sync(self, fn: Callable[[Conn], T]) -> T:
         """Blocking variant for CLI tools that run outside an event loop."""
         return self._writer.submit(lambda: _tx(self._connect(), fn)).result()
