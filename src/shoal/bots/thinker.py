@@ -76,6 +76,9 @@ class Thought:
     task: asyncio.Task[None] | None = None
     #: the status this thought ends with if it is stopped (cancelled, culled, merged)
     stop_status: str = "cancelled"
+    #: older thoughts this one replaces, stopped once its start is announced, so the
+    #: journal always shows the newer thought starting before the stale one ends
+    replaces: list[tuple["Thought", str]] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -136,16 +139,16 @@ class ThinkerBot(Bot):
             queue.append(ev)
             await self.emit(ThoughtQueued(conversation=conv, turn=ev.turn, position=len(queue)))
         elif policy == "terminate":
-            for t in running:
+            stale = list(running)
+            for t in stale:
                 t.stop_status = "cancelled"
-                t.cancel.cancel("a newer turn arrived")
-            self._start(ev, reason)
+            self._start(ev, reason).replaces = [(t, "a newer turn arrived") for t in stale]
         elif policy == "spawn":
-            self._start(ev, reason)
+            new = self._start(ev, reason)
             while len(running) > self.config.max_thoughts:
                 oldest = running.pop(0)
                 oldest.stop_status = "culled"
-                oldest.cancel.cancel(f"more than {self.config.max_thoughts} thoughts at once")
+                new.replaces.append((oldest, f"more than {self.config.max_thoughts} thoughts at once"))
         else:  # merge
             folded = list(running)
             for t in folded:
@@ -208,6 +211,8 @@ class ThinkerBot(Bot):
                 turns=thought.turns,
             )
         )
+        for old, why in thought.replaces:
+            old.cancel.cancel(why)
         status, error = "done", None
         try:
             history = await store.history(conv, limit=max(1, self.config.history))
