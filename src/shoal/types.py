@@ -53,6 +53,14 @@ class SamplingParams:
     top_k: int = 40
     min_p: float = 0.05
     repeat_penalty: float = 1.1
+    #: OpenAI-style penalties on tokens already generated (0: off)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    #: DRY ("don't repeat yourself") penalty on repeated sequences (0: off); see llama.cpp's sampler
+    dry_multiplier: float = 0.0
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2
+    dry_last_n: int = -1
     seed: int | None = None
     stop: tuple[str, ...] = ()
 
@@ -65,23 +73,35 @@ class CancelToken:
     """A cancellation flag safe to check from any thread.
 
     The embedded engine checks it between tokens; HTTP backends close the
-    upstream connection when it is set, which cancels the server's work.
+    upstream connection when it is set, which cancels the server's work. A
+    ``child`` is cancelled with its parent, and can be cancelled alone (one
+    attempt at a reply stopped, the reply itself not).
     """
 
-    __slots__ = ("_event", "reason")
+    __slots__ = ("_event", "_reason", "_parent")
 
-    def __init__(self) -> None:
+    def __init__(self, parent: "CancelToken | None" = None) -> None:
         self._event = threading.Event()
-        self.reason: str | None = None
+        self._reason: str | None = None
+        self._parent = parent
+
+    def child(self) -> "CancelToken":
+        return CancelToken(self)
 
     def cancel(self, reason: str = "cancelled") -> None:
         if not self._event.is_set():
-            self.reason = reason
+            self._reason = reason
             self._event.set()
 
     @property
     def cancelled(self) -> bool:
-        return self._event.is_set()
+        return self._event.is_set() or (self._parent is not None and self._parent.cancelled)
+
+    @property
+    def reason(self) -> str | None:
+        if self._event.is_set():
+            return self._reason
+        return self._parent.reason if self._parent is not None else None
 
 
 @dataclass(slots=True)

@@ -105,3 +105,31 @@ async def test_an_embedded_backend_refuses_a_model_it_does_not_serve(embedded: E
     r.model = "llama-70b"
     with pytest.raises(NotFound, match="serves 'smollm2-135m'"):
         await generate(embedded, r)
+
+
+async def test_cancelling_a_stream_stops_the_llama_cpp_server_generating(llama_server: LlamaServer) -> None:
+    """Not only does the client stop reading: the server stops computing (its CPU falls idle)."""
+    import psutil
+
+    server = psutil.Process(llama_server.proc.pid)
+    b = OpenAIHTTPBackend("box", llama_server.url, kind="llamacpp")
+    try:
+        r = req("Write a very long story about a dragon who learns to sail.", max_tokens=1500)
+        busy_from = server.cpu_times()
+        n = 0
+        with pytest.raises(GenerationCancelled):
+            async with asyncio.timeout(120):
+                async for _chunk in b.stream(r):
+                    n += 1
+                    if n == 5:
+                        busy = server.cpu_times()
+                        r.cancel.cancel("test")
+        assert (busy.user + busy.system) - (busy_from.user + busy_from.system) > 0  # it was working
+        await asyncio.sleep(1.5)  # what was already in flight finishes
+        before = server.cpu_times()
+        await asyncio.sleep(3.0)
+        after = server.cpu_times()
+        # a long story takes tens of seconds at one thread: a server still generating would burn ~3 s of CPU here
+        assert (after.user + after.system) - (before.user + before.system) < 0.5
+    finally:
+        await b.aclose()

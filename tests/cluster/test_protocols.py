@@ -57,18 +57,19 @@ async def test_affinity_prefers_the_warm_server_then_the_one_with_most_free_memo
 
 
 async def test_a_load_evicts_the_least_recently_used_idle_model_never_a_serving_one(fakes: list[FakeServer]) -> None:
-    models = {"a:latest": 4 * GIB, "b:latest": 4 * GIB, "c:latest": 4 * GIB}
-    o = started(fakes, OllamaFixture(models, loaded=["a:latest", "b:latest"]))
+    models = {"a:latest": 3 * GIB, "b:latest": 3 * GIB, "c:latest": 3 * GIB, "d:latest": 3 * GIB}
+    o = started(fakes, OllamaFixture(models, loaded=["a:latest", "b:latest", "d:latest"]))
     o.behaviour.gate = threading.Event()
     async with Cluster(config(entry("o", "ollama", o.url, memory_gb=10, max_concurrent=4))) as cluster:
         o.behaviour.gate.set()
-        await collect(cluster, req("b"))
-        await collect(cluster, req("a"))
-        # b is now the least recently used, but it is serving a request
+        # used in this order: a is the least recently used, d the most recently used idle one
+        for m in ("a", "d", "b"):
+            await collect(cluster, req(m))
+        # b, used last of all, is now serving a request: it must stay
         o.behaviour.gate.clear()
         serving_b = asyncio.create_task(collect(cluster, req("b")))
         await wait_until(lambda: o.in_flight == 1)
-        # c needs 4 of the 10 GiB: one model must go, and it must be the idle one
+        # c needs 3 of the 10 GiB: one model must go — the idle one used longest ago (a), not d
         wants_c = asyncio.create_task(collect(cluster, req("c")))
         await wait_until(lambda: "c:latest" in o.loaded)
         o.behaviour.gate.set()
@@ -76,7 +77,7 @@ async def test_a_load_evicts_the_least_recently_used_idle_model_never_a_serving_
         assert (await wants_c)[-1].served_by == "o"
         unloads = [r.body["model"] for r in o.calls("/api/generate") if r.body.get("keep_alive") == 0]
         assert unloads == ["a:latest"]
-        assert set(o.loaded) == {"b:latest", "c:latest"}
+        assert set(o.loaded) == {"b:latest", "c:latest", "d:latest"}
         assert cluster.members["o"].counters.evictions == 1
 
 

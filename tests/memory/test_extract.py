@@ -78,3 +78,43 @@ def test_a_like_or_dislike_must_match_the_messages_polarity() -> None:
     assert not isinstance(ground(Candidate("dislikes", "beans", "model"), "I really hate beans."), str)
     assert isinstance(ground(Candidate("likes", "beans", "model"), "I don't like beans at all."), str)
     assert not isinstance(ground(Candidate("likes", "beans", "model"), "Beans are my favourite."), str)
+
+
+@pytest.mark.parametrize(
+    "message, expected",
+    [
+        ("I moved from Leeds to York in March.", {("location", "York")}),
+        ("I'm allergic to peanuts and shellfish.", {("allergy", "peanuts"), ("allergy", "shellfish")}),
+        ("My birthday is on 3 May.", {("birthday", "3 May")}),
+        ("my kids are Mia, Leo and Zoe", {("family", "child Mia"), ("family", "child Leo"), ("family", "child Zoe")}),
+        ("I don't drink coffee, only tea.", {("dislikes", "coffee"), ("likes", "tea")}),
+        ("I'm Sarah, a nurse in Bristol.", {("name", "Sarah"), ("job", "nurse"), ("location", "Bristol")}),
+        ("I'm moving to Porto next month, any tips?", {("plan", "moving to Porto")}),
+    ],
+)
+def test_the_kinds_people_state_about_themselves_are_found(message: str, expected: set[tuple[str, str]]) -> None:
+    facts, _ = extract(message)
+    assert {(f.attribute, f.value) for f in facts} == expected
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "Can you find me a recipe with spiders?",
+        "What should I name my cat?",
+        "tell me about Lisbon, I might move there",
+        "If I were a pilot I'd fly to Tokyo.",
+        "someone on reddit wrote 'I'm 45 and I still live with my parents'",
+    ],
+)
+def test_questions_requests_hypotheticals_and_quotes_give_no_facts(message: str) -> None:
+    facts, _ = extract(message, [Candidate("likes", "spiders", "model"), Candidate("pet", "cat", "model")])
+    assert facts == []
+
+
+def test_a_model_fact_must_be_about_the_speaker() -> None:
+    facts, rejected = extract("My sister lives in Paris.", [Candidate("location", "Paris", "model")])
+    assert ("location", "Paris") not in {(f.attribute, f.value) for f in facts}
+    assert any(c.value == "Paris" and "not about the user" in why for c, why in rejected)
+    facts, _ = extract("Hi, I'm Bob.", [Candidate("family", "Bob", "model")])
+    assert [(f.attribute, f.value) for f in facts] == [("name", "Bob")]

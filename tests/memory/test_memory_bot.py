@@ -54,7 +54,10 @@ async def test_a_move_from_leeds_to_york_recalls_york_and_keeps_leeds_as_history
         assert [v["text"] for v in versions] == [f"{location} Leeds", f"{location} York"]
         assert [v["source"] for v in versions] == ["memory", "memory"]
         assert versions[1]["reason"] == f"memory: location (fact {history[0].id})"
-        assert start.instruction_version == 2  # the reply was written on it
+        # "where do I live?" is answered from the stored facts; a reply the model writes is built on the instruction
+        assert "York" in start.recalled[0].text and not start.instruction_version
+        written, _ = await reply_start(swarm, conv.id, user.id, "Any ideas for this weekend?")
+        assert written.instruction_version == 2
         # and it is reversible, as a new version
         assert await swarm.revert_instruction(conv.id, user.id, 1) == 3
         assert await swarm.conversations.instruction(conv.id) == (3, f"{location} Leeds")
@@ -84,11 +87,36 @@ async def test_with_consent_ask_facts_wait_for_a_yes(home: Path) -> None:
         listener.close()
         assert isinstance(seen[0], MemoryProposed) and isinstance(seen[-1], MemoryConsent) and seen[-1].approved
 
-        # and a no drops them
-        await swarm.run_turn(conv.id, user.id, "I work as a nurse.", timeout=120)
+        # the yes stored the raw note of that message too
+        assert any("Leeds" in m.text for m in await swarm.memories.list(user.id, kind="raw"))
+
+        # and a no drops them — the facts and the raw note: nothing of it is recallable
+        await swarm.run_turn(conv.id, user.id, "I work as a glassblower.", timeout=120)
         await swarm.run_turn(conv.id, user.id, "No, please don't.", timeout=120)
         assert [f.value for f in await swarm.memories.facts(user.id)] == ["Leeds"]
         assert await swarm.memories.pending(conv.id) == []
+        assert all("glassblower" not in m.text for m in await swarm.memories.list(user.id, limit=1000))
+        assert await swarm.memories.search(user.id, "what is my job, glassblower", limit=10) == [] or all(
+            "glassblower" not in m.text for m in await swarm.memories.search(user.id, "what is my job, glassblower", limit=10)
+        )
+        proposed = [e for e in await swarm.journal.replay(conv.id, 0) if e.kind == "memory.proposed"]
+        assert proposed and "glassblower" not in proposed[-1].model_dump_json()
+
+
+async def test_with_consent_never_nothing_of_a_message_is_remembered(home: Path) -> None:
+    env = env_with(home, **{"[routing]": '[memory]\nconsent = "never"\n\n[routing]'})
+    async with Swarm(env) as swarm:
+        user = await swarm.local_user()
+        conv = await swarm.conversations.create_conversation(user.id)
+        result = await swarm.run_turn(conv.id, user.id, "My name is Zed and I live in Quuxton.", timeout=120)
+        assert result.settled and result.memories == []
+        assert await swarm.memories.count(user.id) == 0
+        assert await swarm.memories.pending(conv.id) == []
+        assert all("Quuxton" not in m.text for m in await swarm.memories.search(user.id, "where do I live Quuxton", limit=10))
+        # the conversation itself is kept: consent is about memory, not about the chat
+        assert [m.content for m in await swarm.conversations.history(conv.id, limit=10) if m.role == "user"] == [
+            "My name is Zed and I live in Quuxton."
+        ]
 
 
 async def test_a_long_conversation_is_crushed_into_a_summary_the_reply_keeps(home: Path) -> None:

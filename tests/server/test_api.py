@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
+
+from shoal.config import Env, Settings, load_config
+from shoal.runtime.swarm import Swarm
 
 from .conftest import PASSWORDS, Site, auth, make_site, new_conversation, send_and_settle
 
@@ -121,8 +126,21 @@ def test_only_those_allowed_may_configure_a_bot_and_changes_persist(client: Test
     r = client.patch("/api/bots/thinker", json={"temperature": 0.3, "max_tokens": 40}, headers=auth(site.tokens["root"]))
     assert r.status_code == 200 and r.json()["settings"]["temperature"] == 0.3
     assert client.app.state.swarm.config.bot("thinker").max_tokens == 40  # type: ignore[attr-defined]
-    rows = client.app.state.swarm.accounts  # type: ignore[attr-defined]
-    assert rows is not None
+    # persisted: a new swarm started from the same home and the unchanged shoal.toml gets them back
+    assert "max_tokens = 40" not in (site.home / "shoal.toml").read_text()
+
+    async def restarted() -> tuple[float, int]:
+        swarm = Swarm(Env(Settings(home=site.home), load_config(site.home / "shoal.toml")))
+        await swarm.db.open()
+        try:
+            await swarm._apply_bot_settings()
+            bot = swarm.config.bot("thinker")
+            return bot.temperature, bot.max_tokens
+        finally:
+            await swarm.db.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(lambda: asyncio.run(restarted())).result() == (0.3, 40)
     r = client.patch("/api/bots/conversation", json={"enabled": False}, headers=auth(site.tokens["root"]))
     assert r.status_code == 400
     r = client.patch("/api/bots/thinker", json={"temperature": 9}, headers=auth(site.tokens["root"]))

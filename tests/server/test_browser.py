@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from ..conftest import ARTIFACTS
-from .conftest import PASSWORDS, LiveServer, Site
+from .conftest import PASSWORDS, LiveServer, Site, wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -74,6 +75,18 @@ def test_a_plain_user_cannot_see_the_thinkers_thoughts_or_users_page(page, live:
     page.keyboard.press("Enter")
     expect(page.locator("[data-test=reply]").first).not_to_be_empty(timeout=60_000)
     expect(page.locator("[data-test=headspace]")).to_contain_text("routed", timeout=60_000)
+    # the thinker did think about bob's turn (the store says so) and the turn is over in the UI...
+    conv = page.evaluate("() => location.hash.split('/').pop()")
+
+    def thought_ended() -> bool:
+        with sqlite3.connect(site.env.settings.db_path) as c:
+            return c.execute(
+                "SELECT count(*) FROM events WHERE conversation_id = ? AND kind = 'thought.end'", (conv,)
+            ).fetchone()[0] > 0
+
+    wait_for(thought_ended, timeout=120)
+    expect(page.locator("[data-test=turn-card]").first).to_contain_text("settled", timeout=120_000)
+    # ...and none of it reached bob's page
     expect(page.locator("[data-test=thought]")).to_have_count(0)
 
 

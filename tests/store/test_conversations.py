@@ -72,10 +72,10 @@ async def test_the_event_log_compacts_deltas_once_their_stream_ends(tmp_path: Pa
     db, store = await open_store(tmp_path / "s.db")
     user = await store.ensure_user("ana")
     conv = await store.create_conversation(user.id)
-    rows = [(conv.id, i, "reply.delta", "c", "m1", f'{{"n": {i}}}', 0.0) for i in range(1, 4)]
+    rows = [(conv.id, i, "reply.delta", "c", "m1", f'{{"n": {i}}}', 0.0, "t1") for i in range(1, 4)]
     await store.append_events(rows)
     assert len(await store.events_since(conv.id, 0)) == 3
-    await store.append_events([(conv.id, 4, "reply.end", "c", "m1", '{"n": 4}', 0.0)])
+    await store.append_events([(conv.id, 4, "reply.end", "c", "m1", '{"n": 4}', 0.0, "t1")])
     assert await store.events_since(conv.id, 0) == [{"n": 4}]
     assert await store.max_seq(conv.id) == 4
     await db.close()

@@ -12,7 +12,7 @@ from shoal.config import EngineConfig, ServerConfig
 from shoal.engine import chat
 from shoal.engine.llama import Model, default_model_path
 from shoal.engine.scheduler import Engine
-from shoal.errors import BackendError, NotFound
+from shoal.errors import BackendError, ModelError, NotFound
 from shoal.types import Chunk, GenerateRequest
 
 
@@ -30,8 +30,10 @@ class EmbeddedBackend:
         model_path: str | Path | None = None,
         model_name: str | None = None,
         engine: EngineConfig | None = None,
+        chat_format: str | None = None,
     ) -> None:
         self.name = name
+        self.chat_format = chat_format
         self._model_path = Path(model_path).expanduser() if model_path else None
         self.model_name = model_name or (self._model_path.stem if self._model_path else "smollm2-135m")
         self.engine_config = engine or EngineConfig()
@@ -46,6 +48,7 @@ class EmbeddedBackend:
             model_path=server.model_path or None,
             model_name=server.default_model,
             engine=engine,
+            chat_format=server.chat_format,
         )
 
     @property
@@ -66,6 +69,11 @@ class EmbeddedBackend:
 
                 def load() -> tuple[Model, Engine]:
                     model = Model(path)
+                    try:
+                        model.template_for(self.chat_format)  # no template and no chat_format: say so now
+                    except ModelError:
+                        model.close()
+                        raise
                     return model, Engine(model, self.engine_config, name=self.name)
 
                 self._model, self._engine = await asyncio.to_thread(load)
@@ -116,7 +124,7 @@ class EmbeddedBackend:
 
     def render(self, req: GenerateRequest) -> list[int]:
         assert self._model is not None
-        text = chat.render(self._model.chat_template, req.messages) + req.prefix
+        text = chat.render(self._model.template_for(self.chat_format), req.messages) + req.prefix
         return self._model.tokenize(text, add_special=True, parse_special=True)
 
     async def stream(self, req: GenerateRequest) -> AsyncIterator[Chunk]:

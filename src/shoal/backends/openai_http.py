@@ -144,6 +144,10 @@ class OpenAIHTTPBackend:
         }
         if s.stop:
             body["stop"] = list(s.stop)
+        if s.presence_penalty:
+            body["presence_penalty"] = s.presence_penalty
+        if s.frequency_penalty:
+            body["frequency_penalty"] = s.frequency_penalty
         if s.seed is not None:
             body["seed"] = s.seed
         if s.min_tokens and self.kind in ("vllm",):
@@ -152,6 +156,9 @@ class OpenAIHTTPBackend:
             body["top_k"] = s.top_k
             body["min_p"] = s.min_p
             body["repeat_penalty"] = s.repeat_penalty
+            if s.dry_multiplier:
+                body.update(dry_multiplier=s.dry_multiplier, dry_base=s.dry_base, dry_allowed_length=s.dry_allowed_length,
+                            dry_penalty_last_n=s.dry_last_n)
         if req.grammar and self.kind == "llamacpp":
             body["grammar"] = req.grammar
         elif req.json_schema is not None:

@@ -15,30 +15,50 @@ import logging
 import re
 from typing import Any, ClassVar
 
+from contextlib import aclosing
+
+from shoal.bots.guards import NAMES, NOTES, ReplyGuard, Verdict, fallback, summary
+from shoal.bots.guards import language as guard_language
 from shoal.errors import GenerationCancelled, ShoalError
+from shoal.memory.answers import Fact, is_follow_up, memory_question
+from shoal.memory.answers import answer as answer_question
+from shoal.memory.extract import extract, rule_facts
+from shoal.runtime.access import can
 from shoal.runtime.bot import Bot
 from shoal.runtime.messages import (
     Ack,
     BotError,
+    FactsQuery,
+    FactsResult,
     Injection,
     MemoryItem,
     RecallQuery,
     RecallResult,
+    ReplyCheck,
     ReplyDelta,
     ReplyEnd,
+    ReplyReset,
     ReplyStart,
     StatusQuery,
     StatusResult,
     StopReply,
     UserTurn,
 )
+from shoal.runtime.rooms import QUESTION
+from shoal.store.conversations import User
 from shoal.store.ids import new_id
 from shoal.types import CancelToken, ChatMessage, Priority
 
 log = logging.getLogger(__name__)
 
 THINKING_QUESTION = re.compile(
-    r"\bwhat(?:'re| are| r)? (?:you|u) (?:thinking|pondering|mulling)|\bwhat'?s on your mind\b", re.I
+    r"\bwhat(?:'re| are| r)? (?:you|u|ya) (?:thinking|pondering|mulling|musing)|\bwhatcha (?:thinking|pondering)"
+    r"|\bwhat'?s on your mind\b|\bwhat'?s going (?:on|through) (?:in )?your (?:head|mind)\b|\bpenny for your thoughts\b"
+    r"|\bwhat (?:do|did) you think about (?:just now|right now)|\bwhat are your thoughts right now\b"
+    r"|\bem que (?:é que )?(?:você )?(?:está|estás) a? ?pensa(?:r|ndo)\b|\bno que (?:você )?(?:está|estás) a? ?pensa(?:r|ndo)\b"
+    r"|\ben qu[eé] (?:est[aá]s )?pensando\b|\ben qu[eé] piensas\b|\bà quoi (?:tu )?penses?(?:-tu)?\b|\bà quoi tu réfléchis\b"
+    r"|\bworan denkst du\b|\bwas denkst du gerade\b",
+    re.I,
 )
 
 
@@ -108,16 +128,27 @@ class ConversationBot(Bot):
     ) -> None:
         message_id = new_id()
         history = await self.ctx.conversations.history(conversation, limit=self.config.history)
-        recalled, thinking, summary, (version, evolved) = await asyncio.gather(
-            self._recall(user_id, conversation, text or (interjection.text if interjection else ""), [m.id for m in history]),
-            self._thinking(conversation, text),
+        ask_for = text or (interjection.text if interjection else "")
+        # all at once: the first token waits for the slowest of them, not their sum
+        user, facts, recalled, summary, (version, evolved) = await asyncio.gather(
+            self._user(user_id),
+            self._facts(user_id, conversation) if self.config.guards or self.config.answers else _nothing(),
+            self._recall(user_id, conversation, ask_for, [m.id for m in history]),
             self.ctx.conversations.summary(conversation),
             self.ctx.conversations.instruction(conversation),
         )
+        direct = await self._direct(conversation, user, text, interjection, facts)
+        if direct is not None:
+            # what shoal knows and what it thinks: answered from stored data, not from the model
+            answer, used, thinkers = direct
+            await self.emit(
+                ReplyStart(conversation=conversation, turn=turn, message_id=message_id, recalled=used, thinking=thinkers)
+            )
+            await self.emit(ReplyDelta(conversation=conversation, turn=turn, message_id=message_id, text=answer))
+            await self._finish(conversation, turn, message_id, [answer], "complete", None, interjection, [])
+            return
         pending = await self.ctx.conversations.pending_injections(conversation)
-        messages = self.build_messages(history, recalled, pending, thinking, interjection, summary, evolved)
-        req = self.request(messages)
-        req.cancel = cancel
+        messages = self.build_messages(history, recalled, pending, "", interjection, summary, evolved)
         await self.emit(
             ReplyStart(
                 conversation=conversation,
@@ -130,23 +161,92 @@ class ConversationBot(Bot):
                 instruction_version=version,
             )
         )
-        parts: list[str] = []
+        guard = ReplyGuard(
+            text or "",
+            user_values=_values(facts) + [c.value for c in rule_facts(text or "")],
+            own_names=(self.name, "shoal"),
+        ) if self.config.guards and not interjection else None
+        # what the current attempt has produced: kept when the reply is interrupted
+        partial: list[list[str]] = [[]]
         status, error = "complete", None
         try:
-            await self.stream_text(
-                req, parts, lambda text: ReplyDelta(conversation=conversation, turn=turn, message_id=message_id, text=text)
-            )
+            parts = await self._guarded(conversation, turn, message_id, messages, cancel, guard, text or "", facts, partial)
         except GenerationCancelled:
-            status = "interrupted"
+            status, parts = "interrupted", partial[0]
         except asyncio.CancelledError:
-            status = "interrupted"
             cancel.cancel("shutting down")
-            await self._finish(conversation, turn, message_id, parts, status, None, interjection, pending)
+            await self._finish(conversation, turn, message_id, partial[0], "interrupted", None, interjection, pending)
             raise
         except ShoalError as exc:
-            status, error = "error", str(exc)
+            status, error, parts = "error", str(exc), partial[0]
             log.warning("reply in %s failed: %s", conversation, exc)
         await self._finish(conversation, turn, message_id, parts, status, error, interjection, pending)
+
+    async def _guarded(
+        self,
+        conversation: str,
+        turn: str | None,
+        message_id: str,
+        messages: list[ChatMessage],
+        cancel: CancelToken,
+        guard: ReplyGuard | None,
+        text: str,
+        facts: list[MemoryItem],
+        partial: list[list[str]],
+    ) -> list[str]:
+        """Stream the model's reply through the guards: regenerate once with a note, then fall back."""
+
+        def delta(piece: str) -> ReplyDelta:
+            return ReplyDelta(conversation=conversation, turn=turn, message_id=message_id, text=piece)
+
+        for attempt in range(2):
+            partial[0] = parts = []
+            req = self.request(messages)
+            req.cancel = attempt_cancel = cancel.child()
+            stopped: Verdict | None = None
+            async with aclosing(self.stream(req)) as chunks:  # type: ignore[type-var]
+                try:
+                    async for chunk in chunks:
+                        if not chunk.text:
+                            continue
+                        parts.append(chunk.text)
+                        await self.emit(delta(chunk.text))
+                        if guard is not None and (stopped := guard.feed("".join(parts))) is not None:
+                            attempt_cancel.cancel(f"reply check failed: {stopped.check}")
+                            break
+                except GenerationCancelled:
+                    if cancel.cancelled:
+                        raise
+            reply = clean_reply("".join(parts), (self.name,))
+            if guard is None:
+                return [reply]
+            verdicts = guard.final(reply)
+            if stopped is not None and all(v.check != stopped.check for v in verdicts if not v.ok):
+                verdicts = [stopped if v.check == stopped.check else v for v in verdicts]
+            failed = [v for v in verdicts if not v.ok]
+            loop = next((v for v in failed if v.check == "loop"), None)
+            if loop is not None and loop.keep and len(loop.keep.split()) >= 4 and len(failed) == 1:
+                # a loop after a good start: keep the start, stop the rest
+                await self.emit(ReplyCheck(conversation=conversation, turn=turn, message_id=message_id,
+                                           attempt=attempt + 1, checks=summary(verdicts), action="truncated"))
+                return [clean_reply(loop.keep, (self.name,))]
+            if not failed:
+                await self.emit(ReplyCheck(conversation=conversation, turn=turn, message_id=message_id,
+                                           attempt=attempt + 1, checks=summary(verdicts), action="accepted"))
+                return [reply]
+            action = "regenerate" if attempt == 0 else "fallback"
+            await self.emit(ReplyCheck(conversation=conversation, turn=turn, message_id=message_id,
+                                       attempt=attempt + 1, checks=summary(verdicts), action=action))
+            await self.emit(ReplyReset(conversation=conversation, turn=turn, message_id=message_id, reason=failed[0].detail))
+            if attempt == 0:
+                notes = [NOTES[v.check].format(lang=NAMES.get(guard.lang or "en", "English"), bot=self.name) for v in failed]
+                messages = [*messages, ChatMessage("system", " ".join(dict.fromkeys(notes)))]
+        name = next((v for m in facts for a, v in m.facts if a == "name"), None) or next(
+            (c.value for c in rule_facts(text) if c.attribute == "name"), None
+        )
+        safe = fallback(text, guard.lang if guard else None, name, question=bool(QUESTION.search(text)))
+        await self.emit(delta(safe))
+        return [safe]
 
     async def _finish(
         self,
@@ -159,7 +259,7 @@ class ConversationBot(Bot):
         interjection: Injection | None,
         pending: list[dict[str, Any]],
     ) -> None:
-        text = clean_reply("".join(parts))
+        text = clean_reply("".join(parts), (self.name,))
         if text or status != "error":
             await self.ctx.conversations.add_message(
                 conversation, "assistant", text, bot=self.name, status=status, reply_to=turn, message_id=message_id
@@ -182,6 +282,51 @@ class ConversationBot(Bot):
         )
         if error:
             await self.emit(BotError(conversation=conversation, turn=turn, error=error))
+
+    async def _user(self, user_id: str) -> User | None:
+        try:
+            return await self.ctx.conversations.get_user(user_id)
+        except ShoalError:
+            return None
+
+    async def _facts(self, user_id: str, conversation: str) -> list[MemoryItem]:
+        """The person's current facts (from the memory bot), for answers about them and the identity check."""
+        bots = self.ctx.config.bots_with_role("memory")
+        if not bots or not self.config.memory.read:
+            return []
+        try:
+            res = await self.ask(
+                bots[0].name, FactsQuery(user_id=user_id, conversation=conversation, bot=self.name),
+                timeout=self.ctx.config.memory.recall_timeout,
+            )
+        except (asyncio.TimeoutError, ShoalError) as exc:
+            log.info("facts skipped: %s", exc.__class__.__name__)
+            return []
+        return res.items if isinstance(res, FactsResult) else []
+
+    async def _direct(
+        self, conversation: str, user: User | None, text: str, interjection: Injection | None, facts: list[MemoryItem]
+    ) -> tuple[str, list[MemoryItem], list[str]] | None:
+        """An answer that must not come from the model: "what are you thinking?", "what do you remember about me?"."""
+        if interjection is not None or not text or user is None or not self.config.answers:
+            return None
+        if THINKING_QUESTION.search(text):
+            answer, thinkers = await self._thinking(conversation, user, text)
+            return answer, [], thinkers
+        question = memory_question(text)
+        if question is None and is_follow_up(text):
+            # "and the cats?" after "what's my dog called?": a memory question too
+            history = await self.ctx.conversations.history(conversation, limit=4)
+            previous = next((m.content for m in reversed(history) if m.role == "user" and m.content != text), None)
+            question = memory_question(text, previous)
+        if question is None or not self.config.memory.read:
+            return None
+        # what this very message says counts too ("I'm Bob. What's my name?")
+        said, _ = extract(text)
+        known = [Fact(a, v, m.text, m.sources[0] if m.sources else None, m.created_at) for m in facts for a, v in m.facts]
+        known += [Fact(f.attribute, f.value, f.text) for f in said]
+        used = [m for m in facts if any(a == question.attribute or question.attribute == "all" for a, _ in m.facts)]
+        return answer_question(question, known), used, []
 
     # -- context ----------------------------------------------------------------
     async def _recall(self, user_id: str, conversation: str, text: str, visible: list[str]) -> list[MemoryItem]:
@@ -216,21 +361,28 @@ class ConversationBot(Bot):
             used += cost
         return kept
 
-    async def _thinking(self, conversation: str, text: str) -> str:
-        """When asked "what are you thinking about?", the thinkers' live buffers."""
-        if not text or not THINKING_QUESTION.search(text):
-            return ""
-        lines = []
-        for bot in self.ctx.config.bots_with_role("thinker"):
+    async def _thinking(self, conversation: str, user: User, text: str = "") -> tuple[str, list[str]]:
+        """"What are you thinking about?": the live thought of each thinker this person may see, quoted."""
+        say = _THINKING_SAY[_question_language(text)]
+        allowed = [b for b in self.ctx.config.bots_with_role("thinker") if can(user, b, "see_thoughts")]
+        if not allowed:
+            return (say["private"] if self.ctx.config.bots_with_role("thinker") else say["none"]), []
+        quoted, used = [], []
+        for bot in allowed:
             try:
                 res = await self.ask(bot.name, StatusQuery(conversation=conversation), timeout=1.0)
             except (asyncio.TimeoutError, ShoalError):
                 continue
-            if isinstance(res, StatusResult):
-                for st in res.statuses:
-                    if st.text:
-                        lines.append(st.text.strip() + (" (still thinking)" if st.thinking else ""))
-        return "\n".join(lines) or "(nothing in particular right now)"
+            if not isinstance(res, StatusResult):
+                continue
+            for st in res.statuses:
+                if st.text.strip():
+                    used.append(bot.name)
+                    state = say["live"] if st.thinking else say["last"]
+                    quoted.append(f"{bot.name} ({state}): “{trim_thought(st.text)}”")
+        if not quoted:
+            return say["nothing"], []
+        return say["head"] + "\n" + "\n".join(quoted), list(dict.fromkeys(used))
 
     def build_messages(
         self,
@@ -242,6 +394,7 @@ class ConversationBot(Bot):
         summary: str = "",
         evolved: str = "",
     ) -> list[ChatMessage]:
+        """The prompt: instruction, evolved lines, summary, recalled memories, notes, then the history."""
         system = [self.config.instruction or "You are a helpful assistant."]
         if evolved:
             system.append(evolved)
@@ -276,15 +429,76 @@ def render_memory(m: MemoryItem) -> str:
     return f'- The user said: "{m.text}"'
 
 
+_THINKING_SAY = {
+    "en": {"head": "Here's what's on my mind:", "live": "still thinking", "last": "my last thought",
+           "nothing": "Nothing in particular right now — tell me something and I'll think it over.",
+           "private": "My background thoughts aren't shared with your account — an admin can allow it (see_thoughts in the bot's access settings).",
+           "none": "I'm not thinking about anything in the background right now."},
+    "pt": {"head": "Isto é o que tenho em mente:", "live": "ainda a pensar", "last": "o meu último pensamento",
+           "nothing": "Nada em especial agora — diz-me algo e eu penso nisso.",
+           "private": "Os meus pensamentos de fundo não são partilhados com a tua conta — um administrador pode permitir.",
+           "none": "Não estou a pensar em nada em segundo plano agora."},
+    "es": {"head": "Esto es lo que tengo en mente:", "live": "todavía pensando", "last": "mi último pensamiento",
+           "nothing": "Nada en especial ahora mismo: cuéntame algo y lo pensaré.",
+           "private": "Mis pensamientos de fondo no se comparten con tu cuenta; un administrador puede permitirlo.",
+           "none": "Ahora mismo no estoy pensando en nada en segundo plano."},
+    "fr": {"head": "Voici ce qui me trotte dans la tête :", "live": "je réfléchis encore", "last": "ma dernière pensée",
+           "nothing": "Rien de particulier pour l'instant — dis-moi quelque chose et j'y réfléchirai.",
+           "private": "Mes pensées de fond ne sont pas partagées avec ton compte — un administrateur peut l'autoriser.",
+           "none": "Je ne pense à rien en arrière-plan pour l'instant."},
+    "de": {"head": "Das geht mir gerade durch den Kopf:", "live": "denke noch nach", "last": "mein letzter Gedanke",
+           "nothing": "Gerade nichts Besonderes — erzähl mir etwas, dann denke ich darüber nach.",
+           "private": "Meine Hintergrundgedanken werden nicht mit deinem Konto geteilt — ein Admin kann das erlauben.",
+           "none": "Ich denke gerade an nichts im Hintergrund."},
+}
+
+
+def _question_language(text: str) -> str:
+    lang, confidence = guard_language(text)
+    if lang in _THINKING_SAY and confidence >= 0.4:
+        return lang
+    low = text.lower()
+    for lang, marker in (("pt", "pensa"), ("es", "piensas"), ("fr", "penses"), ("de", "denkst")):
+        if marker in low:
+            return lang
+    return "en"
+
+
+def trim_thought(text: str, limit: int = 400) -> str:
+    """A thought as it can be quoted: whole, or cut at a sentence boundary (marked with …)."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    end = max(cut.rfind(". "), cut.rfind("! "), cut.rfind("? "))
+    return (cut[: end + 1] if end > limit // 3 else cut.rsplit(" ", 1)[0]) + " …"
+
+
+async def _nothing() -> list[MemoryItem]:
+    return []
+
+
+def _values(facts: list[MemoryItem]) -> list[str]:
+    return [v for m in facts for _, v in m.facts]
+
+
 def estimate_tokens(text: str) -> int:
     """Roughly 4 characters a token for English: enough for budgeting context."""
     return max(1, len(text) // 4)
 
 
 _ROLE_LEAK = re.compile(r"\n\s*(?:user|assistant|system)\s*:.*$", re.I | re.S)
-_SPEAKER_TAG = re.compile(r"^\s*(?:assistant|shoal|bot|ai|[A-Z][a-z]{1,15})\s*:\s+(?=\S)")
+#: labels a small model puts in front of its own line ("Assistant: Hello")
+SPEAKER_LABELS = ("assistant", "shoal", "bot", "ai", "system")
 
 
-def clean_reply(text: str) -> str:
-    """Trim what small models add: a speaker tag in front, a forged next turn after."""
-    return _SPEAKER_TAG.sub("", _ROLE_LEAK.sub("", text), count=1).strip()
+def clean_reply(text: str, speakers: tuple[str, ...] = ()) -> str:
+    """Trim what small models add: its own speaker label in front, a forged next turn after.
+
+    Only a speaker's label goes — the bot's (``SPEAKER_LABELS`` and the
+    ``speakers`` given, e.g. its name) — never a word of the answer
+    ("Ingredients: two eggs" stays as it is).
+    """
+    names = "|".join(re.escape(n) for n in (*SPEAKER_LABELS, *speakers) if n)
+    tag = re.compile(rf"^\s*(?:{names})\s*:\s+(?=\S)", re.I)
+    return tag.sub("", _ROLE_LEAK.sub("", text), count=1).strip()

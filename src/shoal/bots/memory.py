@@ -32,6 +32,8 @@ from shoal.runtime.bot import Bot
 from shoal.runtime.messages import (
     Ack,
     ConsentDecision,
+    FactsQuery,
+    FactsResult,
     MemoryConsent,
     MemoryDone,
     MemoryItem,
@@ -43,7 +45,6 @@ from shoal.runtime.messages import (
     ReplyEnd,
     Route,
 )
-from shoal.store.db import Conn
 from shoal.types import ChatMessage, Priority
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,8 @@ def item(m: Memory, supersedes: str | None = None) -> MemoryItem:
         sources=m.sources,
         method=m.method,
         supersedes=supersedes or m.supersedes,
+        facts=m.live_facts(),
+        created_at=m.created_at,
     )
 
 
@@ -75,12 +78,18 @@ class MemoryBot(Bot):
         # one turn at a time per user: a later "I moved to York" must supersede
         # an earlier "I live in Leeds", not race it; different users run in parallel
         self._serial: dict[str, asyncio.Lock] = {}
+        self.reconfigured()
+
+    def reconfigured(self) -> None:
+        counts = (self.extractor.invalid, self.extractor.dropped) if hasattr(self, "extractor") else (0, 0)
         self.extractor = ModelExtractor(
             self.backend if self.config.server in self.ctx.backends else None,  # type: ignore[arg-type]
             model=self.config.model,
             instruction=self.config.instruction,
             max_tokens=self.config.max_tokens,
             owner=self.name,
+            invalid=counts[0],
+            dropped=counts[1],
         )
 
     @property
@@ -106,12 +115,15 @@ class MemoryBot(Bot):
             self.tasks.spawn(self._ingest(ev), name=f"ingest:{ev.turn}")
 
     async def on_reply_end(self, ev: ReplyEnd) -> None:
-        if ev.status != "complete" or not ev.text or self.write_scope is None:
+        # a reply is noted only where memory needs no consent: it may repeat what the person said
+        if ev.status != "complete" or not ev.text or self.write_scope is None or self.ctx.config.memory.consent != "always":
             return
         self.tasks.spawn(self._note_reply(ev), name=f"note:{ev.message_id}")
 
     async def _note_reply(self, ev: ReplyEnd) -> None:
         conv = await self.ctx.conversations.get_conversation(ev.conversation)
+        if conv.room:
+            return  # a room's replies belong to everyone in it: no one person's memory
         # the same per-user lock as ingestion: notes are written in message order,
         # each indexed with the one before it as context
         async with self._serial.setdefault(conv.user_id, asyncio.Lock()):
@@ -129,7 +141,11 @@ class MemoryBot(Bot):
             )
 
     async def on_recall_query(self, q: RecallQuery) -> RecallResult:
-        """Memories the asking bot may read: the user's ("user" scope) and its own ("bot" scope)."""
+        """Memories the asking bot may read: the user's ("user" scope) and its own ("bot" scope).
+
+        In a room only what was said in that room is recalled: everyone there
+        heard it, and no one's private memories reach the others.
+        """
         try:
             asker = self.ctx.config.bot(q.bot) if q.bot else self.config
         except ShoalError:
@@ -138,13 +154,44 @@ class MemoryBot(Bot):
         if not scopes:
             return RecallResult()
         bots: list[str | None] = ([None] if "user" in scopes else []) + ([asker.name] if "bot" in scopes else [])
+        room = await self._room_scope(q.conversation)
         found = await self.ctx.memories.search(
-            q.user_id, q.text, limit=q.limit, bots=bots, exclude_raw_from=q.visible, wait_for_vectors=False
+            q.user_id, q.text, limit=q.limit, bots=bots, exclude_raw_from=q.visible, wait_for_vectors=False,
+            conversation=room,
         )
         return RecallResult(items=[item(m) for m in found])
 
+    async def on_facts_query(self, q: FactsQuery) -> FactsResult:
+        """The person's current facts, as far as the asking bot may read them (in a room: said there)."""
+        try:
+            asker = self.ctx.config.bot(q.bot) if q.bot else self.config
+        except ShoalError:
+            return FactsResult()
+        scopes = set(asker.memory.read)
+        bots = ([None] if "user" in scopes else []) + ([asker.name] if "bot" in scopes else [])
+        if not bots:
+            return FactsResult()
+        room = await self._room_scope(q.conversation)
+        facts = [
+            m for m in await self.ctx.memories.facts(q.user_id)
+            if m.bot in bots and (room is None or m.conversation_id == room)
+        ]
+        return FactsResult(items=[item(m) for m in facts])
+
+    async def _room_scope(self, conversation: str | None) -> str | None:
+        """The conversation recall is confined to: the room itself when it is one, else None (all of the user's)."""
+        if not conversation:
+            return None
+        try:
+            conv = await self.ctx.conversations.get_conversation(conversation)
+        except ShoalError:
+            return None
+        return conv.id if conv.room else None
+
     async def on_consent_decision(self, d: ConsentDecision) -> Ack:
         stored = await self.ctx.memories.settle_pending(d.pending_ids, approve=d.approved)
+        if not d.approved:
+            await self.ctx.memories.decline(d.conversation, d.pending_ids)
         log.info("memory consent in %s: %s %s (%s)", d.conversation, "stored" if d.approved else "dropped", d.pending_ids, d.reason)
         await self.emit(MemoryConsent(conversation=d.conversation, pending_ids=d.pending_ids, approved=d.approved, reason=d.reason))
         for m, old in stored:
@@ -156,14 +203,15 @@ class MemoryBot(Bot):
         assert ev.turn is not None
         store = self.ctx.conversations
         conv = await store.get_conversation(ev.conversation)
-        user_id = conv.user_id
         scope = self.write_scope
         if scope is None:
             await self.emit(MemoryDone(conversation=conv.id, turn=ev.turn))
             return
         cfg = self.ctx.config.memory
+        msg = await store.get_message(ev.turn)
+        # a fact belongs to the person who said it (in a room, one of several people)
+        user_id = msg.user_id or conv.user_id
         async with self._serial.setdefault(user_id, asyncio.Lock()):
-            msg = await store.get_message(ev.turn)
             result = await ingest(
                 self.ctx.memories,
                 user_id=user_id,
@@ -188,31 +236,38 @@ class MemoryBot(Bot):
                         reason=reason,
                     )
                 )
-            if result.proposed:
+            shown = [p for p in result.proposed if p["kind"] == "fact"]
+            if shown:
                 await self.emit(
                     MemoryProposed(
                         conversation=conv.id,
                         turn=ev.turn,
-                        pending=[{k: p[k] for k in ("id", "attribute", "value", "text")} for p in result.proposed],
+                        pending=[{k: p[k] for k in ("id", "attribute", "value", "text")} for p in shown],
                     )
                 )
             for m, old in result.facts:
                 written.append(m.id)
                 await self.emit(MemoryWrite(conversation=conv.id, turn=ev.turn, item=item(m, old.id if old else None)))
-            recalled = await self._bearing_on(user_id, msg.content, exclude={m.id for m in [result.raw] if m} | set(written), source=msg.id)
+            recalled = await self._bearing_on(
+                user_id, msg.content, exclude={m.id for m in [result.raw] if m} | set(written), source=msg.id,
+                conversation=conv.id if conv.room else None,
+            )
             await self.emit(MemoryDone(conversation=conv.id, turn=ev.turn, written=written, recalled=recalled))
-        if cfg.crush_after:
+        if cfg.crush_after and not conv.room and cfg.consent == "always":
             try:
                 await self._crush(conv.id, user_id)
             except ShoalError as exc:
                 log.warning("could not summarise %s: %s", conv.id, exc)
 
-    async def _bearing_on(self, user_id: str, text: str, *, exclude: set[str], source: str) -> list[MemoryItem]:
-        """Older facts that share a content word with this message or are close to it."""
+    async def _bearing_on(
+        self, user_id: str, text: str, *, exclude: set[str], source: str, conversation: str | None = None
+    ) -> list[MemoryItem]:
+        """Older facts that share a content word with this message or are close to it (in a room: said there)."""
         if not keywords(text):
             return []
         found = await self.ctx.memories.search(
-            user_id, text, limit=5, kinds=("fact",), bots=[None], exclude=exclude, exclude_sources=[source]
+            user_id, text, limit=5, kinds=("fact",), bots=[None], exclude=exclude, exclude_sources=[source],
+            conversation=conversation,
         )
         return [item(m) for m in found if "keyword" in m.why or m.similarity >= BEARING_SIMILARITY][:3]
 
@@ -221,18 +276,7 @@ class MemoryBot(Bot):
         """Summarise messages that have scrolled out of the conversation bot's history."""
         cfg = self.ctx.config.memory
         window = max((b.history for b in self.ctx.config.bots_with_role("conversation")), default=12)
-
-        def pending(c: Conn) -> tuple[str, list[Any]]:
-            row = c.execute("SELECT summary, summarized_until FROM conversations WHERE id = ?", (conversation,)).fetchone()
-            after = row["summarized_until"] or ""
-            older = c.execute(
-                "SELECT id, role, content FROM messages WHERE conversation_id = ? AND id > ? AND id NOT IN"
-                " (SELECT id FROM messages WHERE conversation_id = ? ORDER BY id DESC LIMIT ?) ORDER BY id",
-                (conversation, after, conversation, window),
-            ).fetchall()
-            return row["summary"], older
-
-        summary, older = await self.ctx.conversations.db.read(pending)
+        summary, older = await self.ctx.conversations.scrolled_out(conversation, window)
         if len(older) < cfg.crush_after:
             return
         text = await self.summarise(older)

@@ -66,7 +66,10 @@ class PersonaBot(Bot):
         except ShoalError as exc:
             status, error = "error", str(exc)
             log.warning("persona %s failed in %s: %s", self.name, conversation, exc)
-        text = clean_reply("".join(parts)) or ("…" if status == "complete" else "")
+        if self.ctx.rooms is not None:
+            # a reply that failed did not use its speaking slot: give it back
+            self.ctx.rooms.answered(self.name, turn, ok=status != "error")
+        text = clean_reply("".join(parts), (self.name,)) or ("…" if status == "complete" else "")
         if text:
             await store.add_message(conversation, "assistant", text, bot=self.name, status=status, reply_to=turn, message_id=message_id)
         await self.emit(

@@ -29,6 +29,8 @@ from typing import Any, AsyncIterator, ClassVar
 from shoal.bots.conversation import THINKING_QUESTION
 from shoal.config import RoutingRule
 from shoal.errors import ShoalError
+from shoal.memory.extract import is_personal
+from shoal.runtime.access import thought_line
 from shoal.memory.store import SINGLE_VALUED, keywords
 from shoal.runtime.bot import Bot
 from shoal.runtime.rooms import QUESTION
@@ -69,7 +71,6 @@ _STYLE = re.compile(
     re.I,
 )
 _MENTION = re.compile(r"@([A-Za-z0-9_-]+)")
-_PERSONAL = re.compile(r"\b(?:i|i'm|i am|my|me|mine|i've|i'd|i'll)\b", re.I)
 
 REFLECT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -84,6 +85,13 @@ MONOLOGUE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"done": {"type": "boolean"}, "question": {"type": "string", "maxLength": 200}},
     "required": ["done", "question"],
+}
+
+#: the first round of a monologue: a question, no way out yet
+FIRST_QUESTION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"question": {"type": "string", "minLength": 8, "maxLength": 200}},
+    "required": ["question"],
 }
 
 INSTRUCT_SCHEMA: dict[str, Any] = {
@@ -112,8 +120,6 @@ _STYLE_WORDS = re.compile(
 
 #: longest evolved instruction kept for a conversation; older lines fall off
 MAX_EVOLVED_CHARS = 600
-#: how a line that came from a thought starts
-THOUGHT_LINE = "From a background thought:"
 
 
 def fact_line_prefix(attribute: str) -> str:
@@ -155,7 +161,7 @@ def rule_matches(rule: RoutingRule, text: str) -> bool:
     if rule.when == "plan":
         return bool(_PLAN.search(text))
     if rule.when == "personal":
-        return bool(_PERSONAL.search(text))
+        return is_personal(text)
     if rule.when == "long":
         return len(text.split()) >= rule.min_words
     if rule.when == "regex":
@@ -177,6 +183,8 @@ class TurnState:
     started: float = field(default_factory=time.monotonic)
     settled: bool = False
     timer: asyncio.Task[None] | None = None
+    #: a room's turn: the personas answer, the primary only waits for the background to settle
+    room: bool = False
 
 
 class PrimaryBot(Bot):
@@ -338,6 +346,11 @@ class PrimaryBot(Bot):
 
     # -- monologue: a thinker talks its thought over with the primary ---------------------
     async def on_monologue_prompt(self, msg: MonologuePrompt) -> MonologueReply:
+        """Carry the background monologue one step: a question that takes the thought further, or done.
+
+        The first round always asks (a monologue that ends before it starts is no monologue); later
+        rounds may conclude.
+        """
         messages = [
             ChatMessage(
                 "system",
@@ -346,8 +359,12 @@ class PrimaryBot(Bot):
             ),
             ChatMessage("user", "\n".join(msg.transcript[-6:])),
         ]
-        async for done, question in self._answers(messages, MONOLOGUE_SCHEMA, ("done", "question"), max_tokens=96):
+        first = len(msg.transcript) <= 1
+        schema = FIRST_QUESTION_SCHEMA if first else MONOLOGUE_SCHEMA
+        async for done, question in self._answers(messages, schema, ("done", "question"), max_tokens=96):
             question = question.strip()
+            if first:
+                return MonologueReply(text=question, done=not question)
             return MonologueReply(text="" if done else question, done=done or not question)
         self.dropped_outputs += 1
         return MonologueReply(done=True)
@@ -366,7 +383,7 @@ class PrimaryBot(Bot):
             out = await self.complete(self.request(messages, json_schema=schema, temperature=0.0, max_tokens=max_tokens))
             try:
                 data = json.loads(out.text)
-                answer = bool(data[flag_key]), str(data[text_key])
+                answer = bool(data.get(flag_key, False)), str(data[text_key])
             except (ValueError, KeyError, TypeError):
                 self.invalid_outputs += 1
                 continue
@@ -430,23 +447,27 @@ class PrimaryBot(Bot):
         clause), and the line is built from a template, never generated.
         """
         item = ev.item
-        if item.kind != "fact" or not item.attribute or not item.value:
+        pairs = item.facts or ([(item.attribute, item.value)] if item.attribute and item.value else [])
+        if item.kind != "fact" or not pairs or "user" not in self.config.memory.read:
             return
-        if item.attribute not in self.ctx.config.memory.instruction_facts or "user" not in self.config.memory.read:
-            return
-        if not grounded_in(item.value, item.text, share=1.0):
-            log.info("primary: fact %s not used in the instruction (%r is not in %r)", item.id, item.value, item.text)
-            return
-        prefix = fact_line_prefix(item.attribute)
-        await self.set_instruction(
-            ev.conversation,
-            ev.turn,
-            f"{prefix} {item.value}",
-            reason=f"memory: {item.attribute} (fact {item.id})",
-            append=True,
-            source=ev.bot,
-            replaces=prefix if item.attribute in SINGLE_VALUED else None,
-        )
+        if (await self.ctx.conversations.get_conversation(ev.conversation)).room:
+            return  # a room holds several people: "the user" would be whoever spoke last
+        for attribute, value in pairs:
+            if attribute not in self.ctx.config.memory.instruction_facts:
+                continue
+            if not grounded_in(value, item.text, share=1.0):
+                log.info("primary: fact %s not used in the instruction (%r is not in %r)", item.id, value, item.text)
+                continue
+            prefix = fact_line_prefix(attribute)
+            await self.set_instruction(
+                ev.conversation,
+                ev.turn,
+                f"{prefix} {value}",
+                reason=f"memory: {attribute} (fact {item.id})",
+                append=True,
+                source=ev.bot,
+                replaces=prefix if attribute in SINGLE_VALUED else None,
+            )
 
     async def _instruction_from_thought(self, state: TurnState, thought: ThoughtEnd) -> None:
         """Offer a thought to the model as a standing rule; keep it only if it passes the primary's check."""
@@ -483,7 +504,7 @@ class PrimaryBot(Bot):
             await self.set_instruction(
                 state.conversation,
                 state.turn,
-                f"{THOUGHT_LINE} {rule}",
+                thought_line(thought.bot, rule),
                 reason=f"thought {thought.thought_id} from {thought.bot}",
                 append=True,
                 source=thought.bot,
@@ -494,16 +515,28 @@ class PrimaryBot(Bot):
         cfg = self.ctx.config
         room = cfg.room(ev.room or "")
         personas = [cfg.bot(p) for p in room.personas if cfg.bot(p).enabled]
-        decision = await self.ctx.rooms.decide(room, personas, ev.text)
+        decision = await self.ctx.rooms.decide(room, personas, ev.text, turn=ev.message_id)
         targets = list(decision.answer)
         reasons = {p: f"room: {r}" for p, r in decision.reasons.items()}
+        background = []
         for name in cfg.routing.always:
             if cfg.bot(name).enabled and name not in targets:
                 targets.append(name)
+                background.append(name)
                 reasons[name] = "always"
         for name, why in decision.limited.items():
             reasons.setdefault(name, f"skipped: {why}")
+        # the personas' replies are theirs; the turn settles when the background bots are done
+        state = TurnState(
+            turn=ev.message_id, conversation=ev.conversation, user_id=ev.user_id, text=ev.text,
+            waiting=set(background), targets=background, room=True,
+        )
+        self._turns[ev.message_id] = state
         await self.emit(Route(conversation=ev.conversation, turn=ev.message_id, targets=targets, reasons=reasons))
+        if not state.waiting:
+            self.tasks.spawn(self._settle(state), name=f"settle:{state.turn}")
+        else:
+            state.timer = self.tasks.spawn(self._timeout(state), name=f"timeout:{state.turn}")
 
     def _arrived(self, state: TurnState, bot: str) -> None:
         state.waiting.discard(bot)
@@ -524,7 +557,8 @@ class PrimaryBot(Bot):
         state.settled = True
         late = sorted(state.waiting) if timed_out else []
         try:
-            await self._reflect(state)
+            if not state.room:  # a room has no conversation bot to bring anything into
+                await self._reflect(state)
         except ShoalError as exc:
             log.warning("primary could not reflect on %s: %s", state.turn, exc)
         finally:
@@ -549,7 +583,9 @@ class PrimaryBot(Bot):
         for thought in state.thoughts:
             note = await self._worth_sharing(state, thought)
             if note:
-                await self.inject(state, note, reason=f"thought {thought.thought_id}", mode="next_reply")
+                await self.inject(
+                    state, note, reason=f"thought {thought.thought_id}", mode="next_reply", from_bot=thought.bot
+                )
             thinker = next((b for b in self.ctx.config.bots if b.name == thought.bot), None)
             if thinker is not None and thinker.proposes_instruction:
                 await self._instruction_from_thought(state, thought)
@@ -593,10 +629,12 @@ class PrimaryBot(Bot):
             text = SLOT_QUESTIONS.get(slot, f"You do not know the user's {slot}. Ask about it.")
             await self.inject(state, text, reason=f"slot:{slot}", mode="next_reply")
 
-    async def inject(self, state: TurnState, text: str, *, reason: str, mode: str) -> None:
-        await self.inject_into(state.conversation, state.turn, text, reason=reason, mode=mode)
+    async def inject(self, state: TurnState, text: str, *, reason: str, mode: str, from_bot: str = "") -> None:
+        await self.inject_into(state.conversation, state.turn, text, reason=reason, mode=mode, from_bot=from_bot)
 
-    async def inject_into(self, conversation: str, turn: str | None, text: str, *, reason: str, mode: str) -> None:
+    async def inject_into(
+        self, conversation: str, turn: str | None, text: str, *, reason: str, mode: str, from_bot: str = ""
+    ) -> None:
         """Leave a system message for the conversation bot (stored, then published)."""
         injection_id = new_id()
         await self.ctx.conversations.add_injection(
@@ -610,6 +648,7 @@ class PrimaryBot(Bot):
                 text=text,
                 reason=reason,
                 mode=mode,  # type: ignore[arg-type]
+                from_bot=from_bot,
             )
         )
 

@@ -38,6 +38,7 @@ from shoal.runtime.messages import (
     MonologueReply,
     MonologueStep,
     Route,
+    Scrub,
     StatusQuery,
     StatusResult,
     ThinkerStatus,
@@ -175,6 +176,23 @@ class ThinkerBot(Bot):
         thought.task = self.tasks.spawn(self._think(thought), name=f"think:{thought.id}")
         return thought
 
+    async def on_scrub(self, msg: Scrub) -> Ack:
+        """Forgotten words leave the live and last thought buffers too (the stored thoughts are scrubbed by the eraser)."""
+        from shoal.memory.forget import scrub, scrub_pattern
+
+        pattern = scrub_pattern(msg.terms)
+        n = 0
+        for conv in set(self._live) | set(self._last):
+            if msg.conversations and conv not in msg.conversations:
+                continue
+            for t in [*self._live.get(conv, []), *([self._last[conv]] if conv in self._last else [])]:
+                text = scrub(t.text, pattern)
+                if text != t.text:
+                    t.parts[:] = [text]
+                    t.partial = scrub(t.partial, pattern)
+                    n += 1
+        return Ack(count=n)
+
     async def on_status_query(self, msg: StatusQuery) -> StatusResult:
         return StatusResult(statuses=self.status(msg.conversation))
 
@@ -188,9 +206,20 @@ class ThinkerBot(Bot):
                     n += 1
         if msg.thought_id is None:  # cancelling a conversation's thinking drops its queue too
             for conv, queue in self._queued.items():
-                if msg.conversation in (None, conv):
-                    n += len(queue)
-                    queue.clear()
+                if msg.conversation not in (None, conv):
+                    continue
+                dropped = list(queue)
+                queue.clear()
+                for route in dropped:
+                    # the primary waits for this thinker on that turn: tell it the thought will not come
+                    tid = new_id()
+                    start = ThoughtStart(
+                        conversation=conv, turn=route.turn, thought_id=tid, reason="cancelled while queued",
+                        policy=self.config.interrupt, turns=[route.turn] if route.turn else [],
+                    )
+                    await self.emit(start)
+                    await self.emit(ThoughtEnd(conversation=conv, turn=route.turn, thought_id=tid, text="", status="cancelled"))
+                n += len(dropped)
         return Ack(ok=n > 0, detail=f"cancelled {n} thought(s)", count=n)
 
     # -- thinking -------------------------------------------------------------------

@@ -30,9 +30,11 @@ def _register() -> None:
     app.add_typer(users.app, name="users")
     app.add_typer(tokens.app, name="tokens")
     app.add_typer(memory.app, name="memory")
-    from shoal.cli import cluster
+    from shoal.cli import cluster, conversations
 
     app.add_typer(cluster.app, name="cluster")
+    app.add_typer(conversations.app, name="conversations")
+    app.add_typer(conversations.messages, name="messages")
 
 
 def setup_logging() -> None:

@@ -29,8 +29,10 @@ from shoal.runtime.messages import (
     MemoryProposed,
     MemoryRejected,
     MemoryWrite,
+    ReplyCheck,
     ReplyDelta,
     ReplyEnd,
+    ReplyReset,
     ReplyStart,
     Route,
     ThoughtDelta,
@@ -38,6 +40,7 @@ from shoal.runtime.messages import (
     ThoughtStart,
     TurnSettled,
 )
+from shoal.runtime.journal import JournalProblem
 from shoal.runtime.swarm import Swarm
 
 out = Console()
@@ -201,6 +204,9 @@ class TurnView:
     live_interjection: str | None = None
 
     def feed(self, ev: Event, turn: str) -> None:
+        if isinstance(ev, JournalProblem):
+            self.notes.append(f"[{'green' if ev.recovered else 'red'}]journal:[/] {ev.message}")
+            return
         if ev.turn != turn:
             return
         if isinstance(ev, ReplyStart) and ev.interjection:
@@ -210,6 +216,16 @@ class TurnView:
                 self.live_interjection += ev.text
             else:
                 self.reply += ev.text
+        elif isinstance(ev, ReplyReset):
+            if self.live_interjection is not None:
+                self.live_interjection = ""
+            else:
+                self.reply = ""
+        elif isinstance(ev, ReplyCheck):
+            failed = {k: v for k, v in ev.checks.items() if v != "ok"}
+            if failed or ev.action != "accepted":
+                why = "; ".join(f"{k}: {v}" for k, v in failed.items()) or "every check passed"
+                self.notes.append(f"[yellow]reply check {ev.attempt} → {ev.action}:[/] {why}")
         elif isinstance(ev, ReplyEnd):
             if ev.interjection:
                 self.interjections.append(ev.text)

@@ -12,11 +12,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from shoal.config import Settings
+from shoal.cli._db import person, print_erased
+from shoal.memory.forget import Eraser
 from shoal.memory.store import MemoryStore
-from shoal.store.accounts import Accounts
 from shoal.store.conversations import User
-from shoal.store.db import Database
 
 app = typer.Typer(help="What shoal remembers: list, search, forget, export.", no_args_is_help=True)
 out = Console()
@@ -26,20 +25,8 @@ USER = typer.Option(None, "--user", help="whose memories (default: the local CLI
 
 @asynccontextmanager
 async def opened(user: str | None) -> AsyncIterator[tuple[MemoryStore, User]]:
-    settings = Settings()
-    settings.ensure_home()
-    db = await Database(settings.db_path).open()
-    try:
-        acc = Accounts(db)
-        if user:
-            who = await acc.user_by_name(user)
-        else:
-            from shoal.store.conversations import ConversationStore
-
-            who = await ConversationStore(db).ensure_user("local", is_admin=True)
+    async with person(user) as (db, who):
         yield MemoryStore(db), who
-    finally:
-        await db.close()
 
 
 def show(memories: list, title: str) -> None:  # type: ignore[type-arg]
@@ -88,15 +75,24 @@ def search(query: str, limit: int = typer.Option(10, "--limit"), user: str = USE
 
 
 @app.command("forget")
-def forget(memory_id: str, user: str = USER) -> None:
-    """Delete a memory for good and say what was deleted."""
+def forget(
+    memory_id: str,
+    with_message: bool = typer.Option(
+        False, "--with-message", help="also delete the message it came from (and the reply to it)"
+    ),
+    user: str = USER,
+) -> None:
+    """Forget a memory and every copy made from it; say what was deleted and what was kept."""
 
     async def run() -> None:
         async with opened(user) as (store, who):
-            deleted = await store.forget(memory_id, user_id=who.id)
-        out.print(f"forgot {memory_id}; deleted:")
-        for d in deleted:
-            out.print(f"  • {d}")
+            eraser = Eraser(store.db, store)
+            erased = await eraser.forget_memory(memory_id, user_id=who.id)
+            print_erased(out, f"forgot {memory_id}", erased, sources=not with_message)
+            if with_message:
+                for m in erased.source_messages:
+                    gone = await eraser.delete_message(m["id"], user_id=who.id, is_admin=who.is_admin)
+                    print_erased(out, f"deleted message {m['id']}", gone)
 
     asyncio.run(run())
 

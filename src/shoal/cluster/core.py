@@ -48,7 +48,7 @@ from shoal.types import Chunk, GenerateRequest
 log = logging.getLogger(__name__)
 
 #: fields whose change makes a server a different server (a new backend)
-_IDENTITY = ("kind", "url", "model_path", "api_key_env", "timeout")
+_IDENTITY = ("kind", "url", "model_path", "api_key_env", "timeout", "chat_format")
 #: how often a waiting request re-checks its cancel flag (seconds)
 _CANCEL_POLL = 0.05
 
@@ -66,9 +66,12 @@ class Cluster:
         config_path: Path | None = None,
         clock: Callable[[], float] = time.monotonic,
         name: str = "cluster",
+        on_reload: Callable[[ShoalConfig], Any] | None = None,
     ) -> None:
-        """``backends``: already running backends to use for servers of the same name
-        (e.g. the swarm's embedded engine); the cluster does not close them."""
+        """``backends``: already running backends to use for servers of the same name;
+        the cluster does not close them. ``on_reload``: what a changed shoal.toml is
+        handed to (the swarm, which applies it to the bots and then to this cluster);
+        by default the cluster applies it itself."""
         self.name = name
         self.settings: ClusterConfig = config.cluster
         self._engine_config = config.engine
@@ -79,8 +82,9 @@ class Cluster:
         self.queue = AdmissionQueue(self.settings.max_queue, self.settings.aging, clock)
         self._strategy = strategy(self.settings.strategy)
         self.metrics = Metrics()
-        self.watcher = ConfigWatcher(config_path, self.apply) if config_path else None
+        self.watcher = ConfigWatcher(config_path, on_reload or self.apply) if config_path else None
         self._tasks: list[asyncio.Task[None]] = []
+        self._health: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self.started = False
         self._apply_servers(config.servers, initial=True)
@@ -92,11 +96,21 @@ class Cluster:
             return self
         self.started = True
         await self.check_health()
-        if self.settings.health_interval > 0:
-            self._tasks.append(asyncio.create_task(self._health_loop(), name="cluster:health"))
-        if self.watcher is not None and self.settings.reload_interval > 0:
+        self._keep_health_loop()
+        if self.watcher is not None:
             self._tasks.append(asyncio.create_task(self._reload_loop(), name="cluster:reload"))
         return self
+
+    def _keep_health_loop(self) -> None:
+        """Run the health loop exactly when ``health_interval`` > 0 (it can change on reload)."""
+        running = self._health is not None and not self._health.done()
+        if self.settings.health_interval > 0 and not running and self.started:
+            self._health = asyncio.create_task(self._health_loop(), name="cluster:health")
+            self._tasks.append(self._health)
+        elif self.settings.health_interval <= 0 and running:
+            assert self._health is not None
+            self._health.cancel()
+            self._health = None
 
     async def stop(self) -> None:
         self.started = False
@@ -133,11 +147,15 @@ class Cluster:
                 log.exception("health check failed")
 
     async def _reload_loop(self) -> None:
+        """Check shoal.toml every ``reload_interval`` seconds (0: not now; the setting itself can change)."""
         assert self.watcher is not None
         while True:
-            await asyncio.sleep(self.settings.reload_interval)
+            interval = self.settings.reload_interval
+            await asyncio.sleep(interval if interval > 0 else 1.0)
+            if interval <= 0:
+                continue
             try:
-                if self.watcher.check():
+                if await self.watcher.check():
                     await self.check_health()
             except Exception:
                 log.exception("config reload failed")
@@ -153,29 +171,46 @@ class Cluster:
         return self.watcher.state if self.watcher else None
 
     # -- configuration -----------------------------------------------------------------
-    def apply(self, config: ShoalConfig) -> None:
-        """Take a new config: cluster settings and servers (added, changed, disabled, removed)."""
+    def apply(self, config: ShoalConfig) -> tuple[list[str], list[str]]:
+        """Take a new config: cluster settings, the engine's, and servers (added, changed, disabled, removed).
+
+        Returns (what changed, what needs a restart) — one line each.
+        """
         old = self.settings
+        changed: list[str] = []
+        if config.cluster != old:
+            changed.append("[cluster] settings")
         self.settings = config.cluster
         self.queue.max_queue = self.settings.max_queue
         self.queue.aging = self.settings.aging
         if self.settings.strategy != old.strategy:
             self._strategy = strategy(self.settings.strategy)
-        self._apply_servers(config.servers, initial=False)
+        engine_changed = config.engine != self._engine_config
+        if engine_changed:
+            changed.append("[engine]: embedded servers restart with the new settings as their requests finish")
+        self._engine_config = config.engine
+        changed += self._apply_servers(config.servers, initial=False, replace_embedded=engine_changed)
+        self._keep_health_loop()
         self._dispatch()
+        return changed, []
 
-    def _apply_servers(self, servers: list[ServerConfig], *, initial: bool) -> None:
+    def _apply_servers(self, servers: list[ServerConfig], *, initial: bool, replace_embedded: bool = False) -> list[str]:
+        changed: list[str] = []
         wanted = {s.name: (i, s) for i, s in enumerate(servers)}
         for name, m in list(self.members.items()):
             if name not in wanted:
                 log.info("server %s was removed from the config", name)
+                changed.append(f"server {name} removed")
                 self._retire(m)
                 continue
             pos, s = wanted[name]
-            if any(getattr(m.config, f) != getattr(s, f) for f in _IDENTITY):
-                log.info("server %s changed its address or kind: replacing it", name)
+            if any(getattr(m.config, f) != getattr(s, f) for f in _IDENTITY) or (replace_embedded and s.kind == "embedded"):
+                log.info("server %s changed its address, kind or engine: replacing it", name)
+                changed.append(f"server {name} replaced")
                 self._retire(m)
                 continue
+            if m.config != s:
+                changed.append(f"server {name} updated")
             m.config, m.position = s, pos
             m.breaker.threshold = self.settings.failure_threshold
             m.breaker.cooldown = self.settings.cooldown
@@ -186,6 +221,9 @@ class Cluster:
                 self.members[name] = self._member(s, pos, initial=initial)
                 if not initial:
                     log.info("server %s joined the cluster", name)
+                    if f"server {name} replaced" not in changed:
+                        changed.append(f"server {name} added")
+        return changed
 
     def _member(self, server: ServerConfig, position: int, *, initial: bool) -> Member:
         shared = self._shared.get(server.name) if initial else None

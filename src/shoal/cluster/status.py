@@ -34,6 +34,8 @@ def snapshot(cluster: "Cluster") -> dict[str, Any]:
             "reloads": reload.reloads if reload else 0,
             "last_reload": reload.last_reload if reload else None,
             "error": reload.error if reload else None,
+            "applied": reload.applied if reload else [],
+            "restart_needed": reload.restart_needed if reload else [],
         },
         "totals": {
             "requests": cluster.metrics.requests.total(),

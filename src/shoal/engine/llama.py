@@ -158,12 +158,28 @@ class Model:
 
     # -- chat -------------------------------------------------------------
     @property
-    def chat_template(self) -> str:
+    def chat_template(self) -> str | None:
+        """The model's own chat template (from the GGUF), or None when the file has none."""
         if self._chat_template is None:
             raw = self._lib.llama_model_chat_template(self.ptr, None)
-            # ChatML is what most small instruct models (SmolLM2 included) use
-            self._chat_template = raw.decode("utf-8") if raw else CHATML
-        return self._chat_template
+            self._chat_template = raw.decode("utf-8") if raw else ""
+        return self._chat_template or None
+
+    def template_for(self, chat_format: str | None) -> str:
+        """The template prompts are rendered with: ``chat_format`` when set ("auto" or empty: the model's own).
+
+        A model without a template is an error, not a silent guess: prompts in the wrong format
+        make a model write garbage.
+        """
+        if chat_format and chat_format != "auto":
+            return CHAT_FORMATS[chat_format]
+        if self.chat_template is None:
+            raise ModelError(
+                f"{self.path} has no chat template, so shoal cannot tell how to format a conversation for it",
+                hint=f'set chat_format on its [[servers]] entry in shoal.toml ({", ".join(sorted(CHAT_FORMATS))}), '
+                "or use an instruct/chat model",
+            )
+        return self.chat_template
 
     def close(self) -> None:
         if self.ptr:
@@ -177,6 +193,22 @@ CHATML = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+LLAMA3 = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] + '<|eot_id|>' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+ZEPHYR = (
+    "{% for message in messages %}{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token + '\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+)
+#: plain text for base models and µLMs: "User: …\nAssistant:"
+PLAIN = (
+    "{% for message in messages %}{{ message['role'] | capitalize }}: {{ message['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+#: named formats a [[servers]] entry may choose with chat_format
+CHAT_FORMATS = {"chatml": CHATML, "llama3": LLAMA3, "zephyr": ZEPHYR, "plain": PLAIN}
 
 
 class Context:
@@ -289,6 +321,12 @@ class Sampler:
         seed: int | None,
         grammar: str | None,
         min_tokens: int = 0,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        dry_multiplier: float = 0.0,
+        dry_base: float = 1.75,
+        dry_allowed_length: int = 2,
+        dry_last_n: int = -1,
     ) -> None:
         lib = model._lib
         self._lib = lib
@@ -311,9 +349,21 @@ class Sampler:
         # penalties scan the candidates: apply them after top-k (llama.h advice)
         if top_k > 0:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_k(top_k))
-        if repeat_penalty and repeat_penalty != 1.0:
+        if (repeat_penalty and repeat_penalty != 1.0) or presence_penalty or frequency_penalty:
             lib.llama_sampler_chain_add(
-                chain, lib.llama_sampler_init_penalties(model.n_vocab, 64, repeat_penalty, 0.0, 0.0)
+                chain,
+                lib.llama_sampler_init_penalties(model.n_vocab, 64, repeat_penalty or 1.0, frequency_penalty, presence_penalty),
+            )
+        if dry_multiplier > 0:
+            # DRY penalises extending a sequence that already occurred ("200g spaghetti" again);
+            # sequence breakers: a new line or sentence may start with a repeated word
+            breakers = [b"\n", b":", b"\"", b"*"]
+            arr = (ctypes.c_char_p * len(breakers))(*breakers)
+            lib.llama_sampler_chain_add(
+                chain,
+                lib.llama_sampler_init_dry(
+                    model.vocab, dry_multiplier, dry_base, dry_allowed_length, dry_last_n, arr, len(breakers)
+                ),
             )
         if temperature <= 0:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())

@@ -188,6 +188,12 @@ class Engine:
                 seed=s.seed,
                 grammar=grammar,
                 min_tokens=min(s.min_tokens, max_tokens),
+                presence_penalty=0.0 if grammar else s.presence_penalty,
+                frequency_penalty=0.0 if grammar else s.frequency_penalty,
+                dry_multiplier=0.0 if grammar else s.dry_multiplier,
+                dry_base=s.dry_base,
+                dry_allowed_length=s.dry_allowed_length,
+                dry_last_n=s.dry_last_n,
             )
         except ValueError as exc:
             raise BackendError(str(exc), hint="check the JSON schema / grammar") from exc

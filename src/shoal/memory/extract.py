@@ -1,14 +1,20 @@
-"""Facts about the user, extracted from what they say and grounded in it.
+"""Facts about the user, extracted from what they say and grounded in it — precise first.
 
 Two extractors, rules first and the model second (DESIGN.md §5):
 
-* ``rule_facts`` — patterns for what people most often say about themselves
-  ("my name is ...", "I live in ...", "I love ..."); precise and free;
-* ``model_facts`` — the bot's model, forced by a JSON schema, few-shot.
+* ``rule_facts`` — patterns for what people most often say about
+  themselves ("my name is ...", "I moved from Leeds to York", "I'm allergic
+  to ...", "my kids are Mia, Leo and Zoe", "I don't drink coffee, only
+  tea"); precise and free;
+* model candidates — the bot's model, forced by a JSON schema, few-shot.
 
-Every candidate passes ``ground``: its value's words must occur in the
-message, and the stored text is the clause of the message that holds it —
-so a memory never says anything the user did not.
+Only *statements* give facts: a message is cut into sentences, and
+questions, requests and hypotheticals ("can you find me a recipe with
+spiders?", "if I were a pilot…") give none. A model candidate must also
+name the speaker as the subject of its clause ("my sister lives in Paris"
+is not where *they* live). Every candidate passes ``ground``: its value's
+words must occur in the message, and the stored text is the clause that
+holds it — so a memory never says anything the user did not.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ ATTRIBUTES = (
     "family",
     "pet",
     "plan",
+    "allergy",
+    "birthday",
     "other",
 )
 
@@ -52,50 +60,184 @@ class Fact:
     method: str
 
 
-# -------------------------------------------------------------------- rules
-# Keywords match in any case ((?i:...)); names and places must be capitalised
-# after their first word, so "Bob and I live" stops at "Bob".
-_NAME = r"([A-Za-z][a-z'\-]+(?:\s+[A-Z][a-z'\-]+)?)"
-_PLACE = r"([A-Za-z][\w'\-]*(?:[ \-][A-Z][\w'\-]*)*)"
-_THING = r"([\w'\- ]{2,40}?)"
-_END = r"(?=\s*(?:[.,!?;:]|(?i:and|but|because|with|at|for|in|since|last|next|now|today)\b|$))"
+# -------------------------------------------------------------------- sentences
+#: the speaker talks about themselves ("I ...", "my ...")
+PERSONAL = re.compile(r"\b(?:i|i'm|im|i am|my|me|mine|i've|i'd|i'll|myself)\b", re.I)
 
-
-def _rule(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
-
-_RULES: list[tuple[str, re.Pattern[str]]] = [
-    ("name", _rule(r"\b(?i:my name is|my name's|i am called|i'm called|call me)\s+" + _NAME)),
-    ("name", _rule(r"\b(?i:i am|i'm)\s+([A-Z][a-z]+)" + _END)),
-    ("location", _rule(r"\b(?i:i (?:live|am living|'m living|reside|moved|have moved|just moved|relocated)\s+(?:in|to))\s+" + _PLACE + _END)),
-    ("location", _rule(r"\b(?i:(?:i'm|i am) (?:based|living) in)\s+" + _PLACE + _END)),
-    ("age", _rule(r"\b(?i:i am|i'm)\s+(\d{1,3})(?i:\s+years?\s+old)?" + _END)),
-    ("job", _rule(r"\b(?i:i work as|my job is)\s+(?i:an?\s+)?" + _THING + _END)),
-    ("employer", _rule(r"\b(?i:i work (?:at|for)|i work as [\w ]{2,30}? (?:at|for))\s+" + _PLACE + _END)),
-    ("likes", _rule(r"\b(?i:i (?:really |absolutely )?(?:like|love|enjoy|adore))\s+" + _THING + _END)),
-    ("dislikes", _rule(r"\b(?i:i (?:really )?(?:hate|dislike|can't stand|don't like|do not like))\s+" + _THING + _END)),
-    ("pet", _rule(r"\b(?i:i have an?)\s+(?i:(dog|cat|puppy|kitten|parrot|rabbit|hamster|horse))(?:\s+(?i:named|called)\s+([A-Z]\w+))?")),
-    ("family", _rule(r"\b(?i:my)\s+(?i:(wife|husband|partner|son|daughter|mother|mum|mom|father|dad|brother|sister))(?:\s+(?i:is called|is named|'s name is|is))?\s+([A-Z]\w+)")),
-]
-
-_NOT_NAMES = frozenset(
-    "a an the so not just really very here there fine good ok okay sure sorry happy sad tired back home going "
-    "trying looking from in at on glad afraid new".split()
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+|(?<=[.!?])(?=[A-Z])")
+_QUESTION_START = re.compile(
+    r"^\s*(?:so|and|but|ok|okay|hey|hi|hmm|well|also|btw|oh)?[,\s]*"
+    r"(?:who|what|what's|whats|when|where|where's|why|how|which|whose|whom|can|could|would|will|should|shall|"
+    r"do|does|did|is|are|am|was|were|have|has|had|may|might|any idea|any chance|wanna|want to|mind)\b",
+    re.I,
+)
+_REQUEST_START = re.compile(
+    r"^\s*(?:so|and|ok|okay|hey|hi|also|now|then|pls|plz)?[,\s]*"
+    r"(?:please\b|pls\b|plz\b|tell me|give me|show me|help me|find me|find|get me|send me|remind me|let me know|"
+    r"let's|lets|let us|explain|describe|write|make|recommend|suggest|list|search|translate|summari[sz]e|book|"
+    r"play|name|pick|choose|check|look up|calculate|draft|plan (?:a|my|me|an)|give|tell|show)\b(?!')",
+    re.I,
+)
+_HYPOTHETICAL = re.compile(
+    r"\b(?:if i (?:were|was|had|could|lived|worked)|i wish i|imagine (?:i|if)|suppose i|pretend i|what if i|"
+    r"if only i|i (?:might|may|could) (?:be|move|live|get)|maybe i(?:'ll| will| should)|i would love to|i'd love to|"
+    r"i was thinking (?:of|about)|thinking about (?:moving|getting)|i'm thinking (?:of|about))\b",
+    re.I,
 )
 
 
+def is_personal(text: str) -> bool:
+    """Whether the message says something about its speaker."""
+    return bool(PERSONAL.search(text))
+
+
+#: someone else's words in quotes (an apostrophe between letters, as in "I'm", is not a quote mark)
+_QUOTED = re.compile(
+    r"(?:^|(?<=\s))(?:'(?:[^']|(?<=\w)'(?=\w)){3,}'|\"[^\"]{3,}\"|“[^”]{3,}”|‘(?:[^’]|(?<=\w)’(?=\w)){3,}’)(?=\W|$)"
+)
+_DASH = re.compile(r"\s+[-–—]\s+")
+_VERBISH = re.compile(
+    r"\b(?:am|is|are|was|were|be|been|have|has|had|do|does|did|live|lives|work|works|love|like|hate|got|get|go|moved|"
+    r"turn|turned|keep|call|called|named|own|play|run|use|eat|drink|\w+ing|\w+ed)\b|'m\b|'s\b|'ve\b|'re\b",
+    re.I,
+)
+
+
+def sentences(message: str) -> list[str]:
+    """The message cut into sentences. Quotes of someone else's words are left out; a statement
+    with a question tacked on ("I'm moving to Porto, any tips?") is cut before the question."""
+    message = _QUOTED.sub(" ", message)
+    out = []
+    for p in (p.strip() for p in _SENTENCE_END.split(message)):
+        if not p or not re.search(r"\w", p):
+            continue
+        pieces = _DASH.split(p)
+        for i, piece in enumerate(pieces):
+            # a dash starts a new sentence only where a question or a new clause follows it
+            if i and (pieces[i].rstrip().endswith("?") or re.match(r"^(?:i|i'm|im|my|we)\b", piece, re.I)):
+                out.append(piece)
+            elif out and i:
+                out[-1] = f"{out[-1]} - {piece}"
+            else:
+                out.append(piece)
+    final = []
+    for p in out:
+        head, sep, tail = p.partition(", ")
+        if sep and p.endswith("?") and not _QUESTION_START.match(head) and not _REQUEST_START.match(head):
+            final += [head, tail]
+        else:
+            final.append(p)
+    # a fragment with no verb before a question is part of the question ("my kids' names - have you got them?")
+    return [
+        f for i, f in enumerate(final)
+        if _VERBISH.search(f) or i + 1 == len(final) or not final[i + 1].rstrip().endswith("?")
+    ]
+
+
+def sentence_kind(sentence: str) -> str:
+    """"question", "request", "hypothetical" or "statement"."""
+    s = sentence.strip()
+    if s.endswith("?") or _QUESTION_START.match(s) and not re.match(r"^\s*(?:i|my|i'm|im)\b", s, re.I):
+        return "question"
+    if _REQUEST_START.match(s):
+        return "request"
+    if _HYPOTHETICAL.search(s):
+        return "hypothetical"
+    return "statement"
+
+
+def statements(message: str) -> list[str]:
+    """The sentences of a message that state something (questions, requests, hypotheticals left out)."""
+    return [s for s in sentences(message) if sentence_kind(s) == "statement"]
+
+
+# -------------------------------------------------------------------- rules
+from shoal.memory.rules import ANIMAL as _ANIMAL  # noqa: E402
+from shoal.memory.rules import RELATION as _RELATION  # noqa: E402
+from shoal.memory.rules import RULES as _RULES  # noqa: E402
+
+#: kinds stated as lists ("allergic to peanuts and shellfish"): every item is a fact
+_LISTED = frozenset({"allergy", "likes", "dislikes", "pet"})
+_LIST_MORE = re.compile(r"^\s*(?:,\s*|\s+(?:and|&)\s+|,\s*and\s+)([\w'\-]+(?: [\w'\-]+){0,2}?)(?=\s*(?:[.,!?;]|\band\b|\bbut\b|$))", re.I)
+#: a list goes on with things, not with a new clause ("…sesame and it's in everything")
+_NOT_ITEMS = frozenset(
+    "i my i'm im we it it's its they he she you only just but except not so give get carry is are was were have has "
+    "can can't do don't which that this there then also always never really".split()
+)
+
+
+def _more_of_a_list(rest: str) -> list[str]:
+    """The further items of a list that a rule's match ended before ("…peanuts| and shellfish")."""
+    out = []
+    while (m := _LIST_MORE.match(rest)) and len(out) < 4:
+        item = m.group(1).strip()
+        first = item.lower().split()[0] if item else ""
+        if first in _NOT_ITEMS:
+            break
+        out.append(item)
+        rest = rest[m.end():]
+    return out
+
+
+_NOT_NAMES = frozenset(
+    "a an the so not just really very here there fine good ok okay sure sorry happy sad tired back home going "
+    "trying looking from in at on glad afraid new bored hungry sick done ready busy excited scared sleepy "
+    "thrilled lost confused curious stuck late early free single married retired alone still also only".split()
+)
+_NOT_THINGS = frozenset("it that this them you him her those these there so much to a lot".split())
+
+
+_KIDS_WORDS = r"(?:\w+\s+)?(?:kids|children|sons|daughters|boys|girls|lads|twins|grandkids|grandchildren)"
+_KID_LABEL = {"son": "son", "boy": "son", "lad": "son", "daughter": "daughter", "daugter": "daughter", "girl": "daughter"}
+_NAMED_LATER = re.compile(r"\b(?:she|he|it|they)(?:'s| is| are|'re)\s+(?:called|named)\s+([A-Z]\w+)")
+
+
 def rule_facts(message: str) -> list[Candidate]:
+    """Rule candidates from the message's statements (questions and requests give none)."""
     out: list[Candidate] = []
-    for attribute, pattern in _RULES:
-        for m in pattern.finditer(message):
-            groups = [g for g in m.groups() if g]
-            if not groups:
-                continue
-            value = " ".join(groups).strip(" '-")
-            if attribute == "name" and value.split()[0].lower() in _NOT_NAMES:
-                continue
-            out.append(Candidate(attribute, value, "rule"))
+    for sentence in statements(message):
+        found: list[Candidate] = []
+        for attribute, pattern in _RULES:
+            for m in pattern.finditer(sentence):
+                groups = [g for g in m.groups() if g]
+                if not groups:
+                    continue
+                if attribute == "children":
+                    word = re.search(r"\b(sons?|boys?|lads?|daughters?|daug?h?ters?|girls?)\b", m.group(0), re.I)
+                    label = _KID_LABEL.get(word.group(1).lower().rstrip("s").replace("h", "") if word else "", "child")
+                    label = _KID_LABEL.get(word.group(1).lower().rstrip("s"), label) if word else label
+                    for name in re.split(r"\s*,\s*|\s+(?:and|&)\s+", groups[-1]):
+                        name = re.sub(r"^(?:little|baby|wee|young|big|and)\s+", "", name.strip(), flags=re.I)
+                        if name and name.lower() not in _NOT_NAMES:
+                            found.append(Candidate("family", f"{label} {name}", "rule"))
+                    continue
+                if attribute in ("pet", "family"):
+                    value = " ".join(g.strip() for g in groups).strip(" '-")
+                else:
+                    value = groups[-1].strip(" '-")
+                value = value.rstrip(".,!?;:").strip()
+                extras = _more_of_a_list(sentence[m.end():]) if attribute in _LISTED else []
+                if attribute == "pet":
+                    extras = [e for e in extras if _ANIMAL_WORD.search(e)]
+                if value.lower().startswith("both "):
+                    value = value[5:]
+                if attribute == "name" and value.split()[0].lower() in _NOT_NAMES:
+                    continue
+                if attribute in ("likes", "dislikes", "hobby", "allergy", "plan") and value.lower() in _NOT_THINGS:
+                    continue
+                found.append(Candidate(attribute, value, "rule"))
+                found += [Candidate(attribute, extra, "rule") for extra in extras]
+        # "got a new puppy last week!! she's called Luna": the name comes a clause later
+        named = _NAMED_LATER.search(message)
+        if named:
+            found = [
+                Candidate("pet", f"{c.value} {named.group(1)}", "rule") if c.attribute == "pet" and not re.search(r"[A-Z]", c.value) else c
+                for c in found
+            ]
+        # "my kids are Mia and Leo": the names say more than "kids"
+        if any(c.attribute == "family" and re.match(r"(?:child|son|daughter|grandchild) ", c.value) for c in found):
+            found = [c for c in found if not (c.attribute == "family" and re.fullmatch(_KIDS_WORDS, c.value, re.I))]
+        out += found
     return out
 
 
@@ -130,6 +272,7 @@ FEW_SHOT: list[tuple[str, str]] = [
         "I love hiking with my dog Rex.",
         '{"facts": [{"attribute": "likes", "value": "hiking"}, {"attribute": "pet", "value": "dog Rex"}]}',
     ),
+    ("My brother lives in Rome.", '{"facts": [{"attribute": "family", "value": "brother"}]}'),
 ]
 
 
@@ -138,7 +281,7 @@ def extraction_messages(instruction: str, message: str) -> list[tuple[str, str]]
     system = (
         (instruction + " " if instruction else "")
         + "List facts the user states about themselves as JSON. Use only words from the message. "
-        + "If there are none, return an empty list."
+        + "Facts about other people are not the user's. If there are none, return an empty list."
     )
     msgs = [("system", system)]
     for example, answer in FEW_SHOT:
@@ -165,14 +308,18 @@ def parse_model_output(text: str) -> list[Candidate]:
 
 
 # -------------------------------------------------------------------- grounding
-_CLAUSE_SPLIT = re.compile(r"(?<=[.!?;\n])\s+|,\s+(?=and\b|but\b|i\b|i'm\b|my\b)|\s+(?=and (?:i|my)\b)", re.I)
+_CLAUSE_SPLIT = re.compile(
+    r"(?<=[.!?;\n])\s+|,\s+(?=and\b|but\b|i\b|i'm\b|im\b|my\b|so\b|though\b)|\s+(?=(?:and|but|so) (?:i|my|i'm|im)\b)|\s+[-–—]\s+",
+    re.I,
+)
 
 
 def _stem(w: str) -> str:
-    """A crude stem: enough to match hike/hiking/hikes, city/cities."""
+    """A crude stem: enough to match hike/hiking/hikes, city/cities, wife/wife's."""
+    w = w.removesuffix("'s").removesuffix("’s")
     if w.endswith("ies") and len(w) > 4:
         return w[:-3] + "y"
-    for suf in ("'s", "ing", "es", "ed", "s", "e"):
+    for suf in ("ing", "es", "ed", "s", "e"):
         if w.endswith(suf) and len(w) - len(suf) >= 3:
             return w[: -len(suf)]
     return w
@@ -184,8 +331,35 @@ def _stems(text: str) -> set[str]:
 
 def clauses(message: str) -> list[str]:
     parts = [p.strip(" ,") for p in _CLAUSE_SPLIT.split(message)]
-    parts = [re.sub(r"^(?:and|but)\s+", "", p, flags=re.I) for p in parts if p and p.strip(" ,")]
+    parts = [re.sub(r"^(?:and|but|so)\s+", "", p, flags=re.I) for p in parts if p and p.strip(" ,")]
     return [p for p in parts if p]
+
+
+#: the clause's subject is someone else ("my sister lives in Paris", "he works as a nurse")
+_THIRD_PARTY = re.compile(
+    r"^\s*(?:(?:my|our|his|her|their)\s+(?:[a-z]+\s+){0,2}?" + _RELATION + r"s?|(?:my|our)\s+(?:friend|boss|neighbou?r|colleague|mate|flatmate|roommate)s?|he|she|they|it)\b"
+    r"(?!\s+(?:and i|& i))",
+    re.I,
+)
+_FIRST_PERSON = re.compile(r"\b(?:i|i'm|im|i've|i'd|i'll|my|me|mine|myself)\b", re.I)
+
+
+_RELATION_WORD = re.compile(r"\b(?:" + _RELATION + r"|child|children|kids?|sons?|daughters?|siblings?|parents?|family)\b", re.I)
+_ANIMAL_WORD = re.compile(r"\b(?:" + _ANIMAL + r"|pets?)\b", re.I)
+
+
+def _about_the_speaker(attribute: str, clause: str, value: str = "") -> bool:
+    """Whether ``clause`` states something about the speaker (what the model's candidates must do).
+
+    A family or pet fact must say which relation or animal it is ("sister Anna", "cat Tom"): a bare
+    name ("Bob") is not one."""
+    if not _FIRST_PERSON.search(clause):
+        return False
+    if attribute == "family":
+        return bool(_RELATION_WORD.search(value))
+    if attribute == "pet":
+        return bool(_ANIMAL_WORD.search(value))
+    return not _THIRD_PARTY.match(clause)
 
 
 def ground(candidate: Candidate, message: str) -> Fact | str:
@@ -199,7 +373,8 @@ def ground(candidate: Candidate, message: str) -> Fact | str:
             return f"value {value!r} has no content words"
         value_words = {value.lower()}
     msg_stems = _stems(message)
-    missing = [w for w in value_words if _stem(w) not in msg_stems]
+    # "child Mia": the label says what Mia is (from "my kids are ..."); the name is what must be said
+    missing = [w for w in value_words - _LABELS if _stem(w) not in msg_stems]
     if missing:
         return f"words not in the message: {', '.join(sorted(missing))}"
     if candidate.attribute == "name" and value.lower() in ("user", "assistant", "me", "i"):
@@ -207,20 +382,27 @@ def ground(candidate: Candidate, message: str) -> Fact | str:
     negative = bool(_NEGATIVE.search(message))
     if candidate.attribute == "dislikes" and not negative:
         return "a dislike needs a negative word (hate, don't like, ...) in the message"
-    if candidate.attribute in ("likes", "hobby") and negative and _NEGATIVE.search(_clause_with(value_words, message) or ""):
-        return "the message says the opposite of a like"
+    if candidate.attribute in ("likes", "hobby") and negative:
+        clause = _clause_with(value_words, message) or ""
+        if _NEGATIVE.search(_before(value_words, clause)):
+            return "the message says the opposite of a like"
     best = None
     for clause in clauses(message):
-        if all(_stem(w) in _stems(clause) for w in value_words):
+        if all(_stem(w) in _stems(clause) for w in value_words - _LABELS):
             if best is None or len(clause) < len(best):
                 best = clause
     return Fact(candidate.attribute, value, best or message.strip(), candidate.method)
 
 
 _NEGATIVE = re.compile(
-    r"\b(?:hate|hates|dislike|dislikes|detest|can't stand|cannot stand|don't|do not|doesn't|not|never|no longer|awful)\b",
+    r"\b(?:hate|hates|dislike|dislikes|detest|loathe|can't stand|cannot stand|can't bear|don't|do not|doesn't|not|never|"
+    r"no longer|awful|allergic)\b",
     re.I,
 )
+
+
+#: words a rule adds to name the kind of a value (not copied from the message)
+_LABELS = frozenset({"child", "son", "daughter", "grandchild"})
 
 
 def _clause_with(words: set[str], message: str) -> str | None:
@@ -230,24 +412,51 @@ def _clause_with(words: set[str], message: str) -> str | None:
     return None
 
 
+def _before(words: set[str], clause: str) -> str:
+    """The part of ``clause`` a negation before ``words`` would apply in: back to the last
+    "only", "but", "instead", "except" or comma ("I don't drink coffee, only tea": tea is liked)."""
+    low = clause.lower()
+    cut = min((low.find(w) for w in words if low.find(w) >= 0), default=len(low))
+    before = clause[:cut]
+    parts = re.split(r",|\b(?:only|just|but|instead|except|rather)\b", before, flags=re.I)
+    return parts[-1]
+
+
+def _within(value: str, other: str) -> bool:
+    """Every word of ``value`` is a word of ``other`` ("sister" within "sister Anna"; "Seun" not within "Oluwaseun")."""
+    return set(value.lower().split()) <= set(other.lower().split())
+
+
 def extract(message: str, model_candidates: list[Candidate] | None = None) -> tuple[list[Fact], list[tuple[Candidate, str]]]:
     """Ground rule and model candidates; returns (facts, rejected-with-reason).
 
-    Rule facts win over model facts for the same attribute; duplicates go.
+    Rule facts win over model facts for the same single-valued attribute;
+    model candidates must come from a statement whose subject is the
+    speaker; duplicates go.
     """
     facts: list[Fact] = []
     rejected: list[tuple[Candidate, str]] = []
     seen: set[tuple[str, str]] = set()
     rule_attrs: set[str] = set()
+    said = statements(message)
+    stated = " ".join(said)
     for cand in rule_facts(message) + list(model_candidates or []):
-        if cand.method == "model" and cand.attribute in rule_attrs and cand.attribute in ("name", "location", "age"):
-            continue
-        result = ground(cand, message)
+        if cand.method == "model":
+            if cand.attribute in rule_attrs and cand.attribute in ("name", "location", "age", "job", "employer", "birthday"):
+                continue
+            if not said:
+                rejected.append((cand, "the message states nothing (a question or a request)"))
+                continue
+            result = ground(cand, stated)
+            if not isinstance(result, str) and not _about_the_speaker(cand.attribute, result.text, result.value):
+                result = "its clause is not about the user"
+        else:
+            result = ground(cand, stated or message)
         if isinstance(result, str):
             rejected.append((cand, result))
             continue
         key = (result.attribute, result.value.lower())
-        if key in seen:
+        if key in seen or any(f.attribute == result.attribute and _within(result.value, f.value) for f in facts):
             continue
         seen.add(key)
         if cand.method == "rule":

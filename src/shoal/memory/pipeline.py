@@ -13,7 +13,7 @@ from typing import Awaitable, Callable, Literal
 
 from shoal.backends.base import Backend, generate
 from shoal.errors import ShoalError
-from shoal.memory.extract import FACT_SCHEMA, Candidate, Fact, extract, extraction_messages, parse_model_output
+from shoal.memory.extract import FACT_SCHEMA, Candidate, Fact, extract, extraction_messages, is_personal, parse_model_output
 from shoal.memory.store import Memory, MemoryStore, NewMemory
 from shoal.types import ChatMessage, GenerateRequest, Priority, SamplingParams
 
@@ -88,15 +88,37 @@ async def ingest(
     bot: str | None = None,
     facts_about_speaker: bool = True,
 ) -> Ingested:
-    """Store the raw note of one message and the facts grounded in it.
+    """Store the raw note of one message and the facts grounded in it, as far as ``consent`` allows.
 
     ``previous`` is the raw note of the message before this one in the same
     conversation: each note is indexed with its neighbours as context (so
     "That's great! Where?" is findable by what it answers), but the context
     is not part of the note and does not count as its source.
+
+    Consent governs every memory written from the message, the raw note
+    included (it holds the whole message, so it would make a refused fact
+    recallable):
+
+    * ``always`` — the note and the facts are stored;
+    * ``never`` — nothing is stored;
+    * ``ask`` — facts and the note wait for the user's yes (``proposed``);
+      a message with no fact is noted only when it says nothing about the
+      speaker (no "I", "my", ...), so nothing personal is kept unasked.
     """
     out = Ingested()
+    if consent == "never":
+        return out
     note = note_text(text, speaker)
+    facts: list[Fact] = []
+    if facts_about_speaker:
+        candidates = await extractor(text) if extractor is not None else []
+        facts, out.rejected = extract(text, candidates)
+    if consent == "ask" and (facts or is_personal(text)):
+        if facts:
+            out.proposed = await store.propose(
+                user_id, conversation_id or "", facts, sources=[message_id], bot=bot, note=note
+            )
+        return out
     items = [
         NewMemory(
             user_id, "raw", note, sources=[message_id], method="message", bot=bot,
@@ -104,18 +126,16 @@ async def ingest(
             before=previous.text if previous else None, previous=previous.id if previous else None,
         )
     ]
-    facts: list[Fact] = []
-    if facts_about_speaker and consent != "never":
-        candidates = await extractor(text) if extractor is not None else []
-        facts, out.rejected = extract(text, candidates)
-    if consent == "ask" and facts:
-        out.proposed = await store.propose(user_id, conversation_id or "", facts, sources=[message_id], bot=bot)
-        facts = []
+    # facts stated in the same clause are one memory with several attributes
+    by_clause: dict[str, list[Fact]] = {}
     for f in facts:
+        by_clause.setdefault(f.text, []).append(f)
+    for clause, group in by_clause.items():
         items.append(
             NewMemory(
-                user_id, "fact", f.text if not speaker else f"{speaker}: {f.text}", f.attribute, f.value,
-                [message_id], f.method, bot, conversation_id, created_at,
+                user_id, "fact", clause if not speaker else f"{speaker}: {clause}", group[0].attribute, group[0].value,
+                [message_id], "+".join(dict.fromkeys(f.method for f in group)), bot, conversation_id, created_at,
+                facts=[(f.attribute, f.value) for f in group],
             )
         )
     stored = await store.add_many(items)

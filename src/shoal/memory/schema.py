@@ -111,3 +111,56 @@ def m007_memory_index(conn: Any) -> None:
         CREATE INDEX memories_hash ON memories(user_id, content_hash);
         """,
     )
+
+
+@migration
+def m009_memory_sources(conn: Any) -> None:
+    """Which messages each memory came from, indexed both ways.
+
+    Forgetting a message must find every memory made from it without reading
+    every memory's JSON ``sources`` (at 100k memories that is seconds).
+    """
+    run_script(
+        conn,
+        """
+        CREATE TABLE memory_sources (
+            message_id TEXT NOT NULL,
+            memory_id TEXT NOT NULL,
+            PRIMARY KEY (message_id, memory_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX memory_sources_memory ON memory_sources(memory_id);
+        INSERT OR IGNORE INTO memory_sources (message_id, memory_id)
+            SELECT j.value, m.id FROM memories m, json_each(m.sources) j;
+        CREATE INDEX memories_conversation ON memories(conversation_id);
+        -- a memory's keyword row has the memory's rowid: found and deleted without scanning the index
+        CREATE TEMP TABLE fts_copy AS
+            SELECT m.rowid AS mrow, f.text, f.context, f.memory_id, f.user_id
+            FROM memory_fts f JOIN memories m ON m.id = f.memory_id;
+        DELETE FROM memory_fts;
+        INSERT INTO memory_fts (rowid, text, context, memory_id, user_id)
+            SELECT mrow, text, context, memory_id, user_id FROM fts_copy;
+        DROP TABLE fts_copy;
+        """,
+    )
+
+
+@migration
+def m010_pending_notes(conn: Any) -> None:
+    """Raw notes wait for consent too (``memory.consent = "ask"``): a "no" must leave nothing recallable."""
+    conn.execute("ALTER TABLE memory_pending ADD COLUMN kind TEXT NOT NULL DEFAULT 'fact'")
+
+
+@migration
+def m011_fact_attributes(conn: Any) -> None:
+    """One memory, several attributes: "I'm Sarah, a nurse in Bristol" is one clause, so one memory
+    (name, job and location), not three cards with the same text. ``facts`` lists every
+    (attribute, value) of a fact memory, each with its own ``superseded_by``; ``attribute``/``value``
+    keep the first for indexes and older readers."""
+    run_script(
+        conn,
+        """
+        ALTER TABLE memories ADD COLUMN facts TEXT;
+        UPDATE memories SET facts = json_array(json_object('attribute', attribute, 'value', value, 'superseded_by', superseded_by))
+            WHERE kind = 'fact' AND attribute IS NOT NULL;
+        """,
+    )

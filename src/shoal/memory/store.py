@@ -70,6 +70,16 @@ class Memory:
     similarity: float = 0.0
     #: why it was found: per-signal ranks, e.g. {"vector": 1, "keyword": 4}
     why: dict[str, int] = field(default_factory=dict)
+    #: every (attribute, value) a fact memory states, each with its own ``superseded_by``
+    facts: list[dict[str, Any]] = field(default_factory=list)
+
+    def live_facts(self) -> list[tuple[str, str]]:
+        """(attribute, value) pairs of this memory that no newer fact replaced."""
+        if self.superseded_by is not None:
+            return []
+        if not self.facts and self.attribute and self.value:
+            return [(self.attribute, self.value)]
+        return [(f["attribute"], f["value"]) for f in self.facts if not f.get("superseded_by")]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +88,7 @@ class Memory:
             "text": self.text,
             "attribute": self.attribute,
             "value": self.value,
+            "facts": self.facts,
             "sources": self.sources,
             "method": self.method,
             "bot": self.bot,
@@ -105,12 +116,17 @@ def _row(r: Any) -> Memory:
         updated_at=r["updated_at"],
         superseded_by=r["superseded_by"],
         supersedes=r["supersedes"],
+        facts=json.loads(r["facts"]) if r["facts"] else [],
     )
 
 
-def content_hash(kind: str, text: str, attribute: str | None, value: str | None) -> str:
-    """Identity of a memory's content: a fact is its attribute and value, anything else its text."""
-    body = f"{attribute}\x00{value}" if kind == "fact" else text
+def content_hash(kind: str, text: str, attribute: str | None, value: str | None, pairs: Sequence[tuple[str, str]] = ()) -> str:
+    """Identity of a memory's content: a fact is its attribute(s) and value(s), anything else its text."""
+    if kind == "fact":
+        every = sorted({(a, " ".join(v.lower().split())) for a, v in (pairs or [(attribute, value)]) if a and v})
+        body = "\x01".join(f"{a}\x00{v}" for a, v in every)
+    else:
+        body = text
     norm = " ".join(body.lower().split())
     return hashlib.sha256(f"{kind}\x00{norm}".encode()).hexdigest()
 
@@ -183,6 +199,14 @@ class NewMemory:
     before: str | None = None
     #: the memory of the message before, which gains this one as its "after" context
     previous: str | None = None
+    #: every (attribute, value) of a fact stated in this one clause (default: attribute, value)
+    facts: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        if self.facts:
+            return list(self.facts)
+        return [(self.attribute, self.value)] if self.attribute and self.value else []
 
 
 def sign_codes(vectors: np.ndarray) -> np.ndarray:
@@ -399,7 +423,9 @@ class MemoryStore:
     def _insert(
         self, c: Conn, it: NewMemory, vectors: list[tuple[str, str, str | None, np.ndarray]], t: float
     ) -> tuple[Memory, Memory | None]:
-        chash = content_hash(it.kind, it.text, it.attribute, it.value)
+        pairs = it.pairs if it.kind == "fact" else []
+        attribute, value = (pairs[0] if pairs else (it.attribute, it.value))
+        chash = content_hash(it.kind, it.text, attribute, value, pairs)
         created = it.created_at or t
         dup = c.execute(
             "SELECT * FROM memories WHERE user_id = ? AND content_hash = ? AND superseded_by IS NULL AND bot IS ?",
@@ -408,33 +434,57 @@ class MemoryStore:
         if dup:
             merged = list(dict.fromkeys(json.loads(dup["sources"]) + it.sources))
             c.execute("UPDATE memories SET sources = ?, updated_at = ? WHERE id = ?", (json.dumps(merged), t, dup["id"]))
+            c.executemany(
+                "INSERT OR IGNORE INTO memory_sources (message_id, memory_id) VALUES (?, ?)", [(s, dup["id"]) for s in it.sources]
+            )
             m = _row(dup)
             m.sources = merged
             return m, None
         mid = new_id()
         old = None
-        if it.kind == "fact" and it.attribute in SINGLE_VALUED:
-            prev = c.execute(
-                "SELECT * FROM memories WHERE user_id = ? AND kind = 'fact' AND attribute = ?"
-                " AND superseded_by IS NULL AND bot IS ?",
-                (it.user_id, it.attribute, it.bot),
-            ).fetchone()
-            if prev is not None:
-                c.execute("UPDATE memories SET superseded_by = ?, updated_at = ? WHERE id = ?", (mid, t, prev["id"]))
-                old = _row(prev)
-                old.superseded_by = mid
+        for a, v in pairs:
+            if a not in SINGLE_VALUED:
+                continue
+            # the live fact holding this attribute: its entry is replaced, and the whole
+            # memory once nothing it states is current any more
+            for prev in c.execute(
+                "SELECT * FROM memories m WHERE user_id = ? AND kind = 'fact' AND superseded_by IS NULL AND bot IS ?"
+                " AND EXISTS (SELECT 1 FROM json_each(m.facts) j WHERE json_extract(j.value, '$.attribute') = ?"
+                " AND json_extract(j.value, '$.superseded_by') IS NULL)",
+                (it.user_id, it.bot, a),
+            ).fetchall():
+                entries = json.loads(prev["facts"])
+                changed = False
+                for e in entries:
+                    if e["attribute"] == a and not e.get("superseded_by") and e["value"].lower() != v.lower():
+                        e["superseded_by"] = mid
+                        changed = True
+                if not changed:
+                    continue
+                whole = all(e.get("superseded_by") for e in entries)
+                c.execute(
+                    "UPDATE memories SET facts = ?, superseded_by = ?, updated_at = ? WHERE id = ?",
+                    (json.dumps(entries, ensure_ascii=False), mid if whole else None, t, prev["id"]),
+                )
+                if old is None:
+                    old = _row(prev)
+                    old.facts = entries
+                    old.superseded_by = mid if whole else None
+        facts_json = json.dumps([{"attribute": a, "value": v, "superseded_by": None} for a, v in pairs], ensure_ascii=False) if pairs else None
         cur = c.execute(
             "INSERT INTO memories (id, user_id, bot, conversation_id, kind, text, attribute, value, sources, method,"
-            " created_at, updated_at, content_hash, supersedes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " created_at, updated_at, content_hash, supersedes, facts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                mid, it.user_id, it.bot, it.conversation_id, it.kind, it.text, it.attribute, it.value,
-                json.dumps(it.sources), it.method, created, t, chash, old.id if old else None,
+                mid, it.user_id, it.bot, it.conversation_id, it.kind, it.text, attribute, value,
+                json.dumps(it.sources), it.method, created, t, chash, old.id if old else None, facts_json,
             ),
         )
         rowid = cur.lastrowid
+        c.executemany("INSERT OR IGNORE INTO memory_sources (message_id, memory_id) VALUES (?, ?)", [(s, mid) for s in it.sources])
+        # the keyword row shares the memory's rowid: found without scanning the FTS table
         c.execute(
-            "INSERT INTO memory_fts (text, context, memory_id, user_id) VALUES (?, ?, ?, ?)",
-            (it.text, it.before or "", mid, it.user_id),
+            "INSERT INTO memory_fts (rowid, text, context, memory_id, user_id) VALUES (?, ?, ?, ?, ?)",
+            (rowid, it.text, it.before or "", mid, it.user_id),
         )
         def resolve(ref: str | None) -> int | None:
             if ref is None:
@@ -451,11 +501,14 @@ class MemoryStore:
         if it.previous:
             # the previous message's memory gains this text as its context too
             c.execute(
-                "UPDATE memory_fts SET context = trim(context || ' ' || ?) WHERE memory_id = ?", (it.text, it.previous)
+                "UPDATE memory_fts SET context = trim(context || ' ' || ?)"
+                " WHERE rowid = (SELECT rowid FROM memories WHERE id = ?)",
+                (it.text, it.previous),
             )
         m = Memory(
-            mid, it.user_id, it.kind, it.text, it.attribute, it.value, it.sources, it.method, it.bot,
+            mid, it.user_id, it.kind, it.text, attribute, value, it.sources, it.method, it.bot,
             it.conversation_id, created, t, None, old.id if old else None,
+            facts=json.loads(facts_json) if facts_json else [],
         )
         return m, old
 
@@ -536,8 +589,9 @@ class MemoryStore:
         """Every fact ever held for ``attribute``, newest first (superseded included)."""
         rows = await self.db.read(
             lambda c: c.execute(
-                "SELECT * FROM memories WHERE user_id = ? AND kind = 'fact' AND attribute = ? ORDER BY id DESC",
-                (user_id, attribute),
+                "SELECT * FROM memories m WHERE user_id = ? AND kind = 'fact' AND (attribute = ? OR EXISTS"
+                " (SELECT 1 FROM json_each(m.facts) j WHERE json_extract(j.value, '$.attribute') = ?)) ORDER BY id DESC",
+                (user_id, attribute, attribute),
             ).fetchall()
         )
         return [_row(r) for r in rows]
@@ -575,6 +629,7 @@ class MemoryStore:
         query_vector: np.ndarray | None = None,
         wait_for_vectors: bool = True,
         distinct_sources: bool = True,
+        conversation: str | None = None,
     ) -> list[Memory]:
         """The ``limit`` memories of ``user_id`` that best match ``query``.
 
@@ -587,7 +642,8 @@ class MemoryStore:
         model is still loading uses keywords and recency only. With
         ``distinct_sources`` a memory whose messages are all covered by a
         better-ranked one is left out (a fact and the raw note it came from
-        say the same thing).
+        say the same thing). ``conversation`` keeps only memories made in that
+        conversation (recall in a room: only what was said there).
         """
         w = weights or self.weights
         kinds = list(kinds)
@@ -610,7 +666,7 @@ class MemoryStore:
         def fn(c: Conn) -> list[Memory]:
             found = self._search(
                 c, user_id, keyword_lists, query_vector, pool, kinds, bots, include_superseded, exclude, skip_sources,
-                skip_raw, w, limit if not distinct_sources else pool,
+                skip_raw, w, limit if not distinct_sources else pool, conversation,
             )
             if not distinct_sources:
                 return found
@@ -699,6 +755,7 @@ class MemoryStore:
         skip_raw: set[str],
         w: Weights,
         limit: int,
+        conversation: str | None = None,
     ) -> list[Memory]:
         lists: dict[str, list[int]] = dict(keyword_lists)  # signal -> memory rowids, best first
         candidates: set[int] = {rid for order in lists.values() for rid in order}
@@ -716,6 +773,8 @@ class MemoryStore:
             if not include_superseded and r["superseded_by"] is not None:
                 continue
             if bots is not None and r["bot"] not in bots:
+                continue
+            if conversation is not None and r["conversation_id"] != conversation:
                 continue
             if skip_sources or skip_raw:
                 srcs = json.loads(r["sources"])
@@ -767,47 +826,16 @@ class MemoryStore:
 
     # -- forgetting and exporting ------------------------------------------------
     async def forget(self, memory_id: str, *, user_id: str) -> list[str]:
-        """Delete a memory and everything indexed beside it; returns what was deleted."""
-        await self.get(memory_id, user_id=user_id)
+        """Forget a memory and every copy derived from it (``memory.forget.Eraser``); returns what was deleted."""
+        from shoal.memory.forget import Eraser
 
-        def fn(c: Conn) -> list[str]:
-            row = c.execute("SELECT rowid, text FROM memories WHERE id = ?", (memory_id,)).fetchone()
-            rid, text = row[0], row[1]
-            deleted = [f"memories: {memory_id}"]
-            n = c.execute("DELETE FROM memory_fts WHERE memory_id = ?", (memory_id,)).rowcount
-            if n:
-                deleted.append(f"memory_fts: {n} row(s)")
-            # its own vectors, and the neighbours' vectors that mixed its text in
-            vids = [r[0] for r in c.execute("SELECT id FROM memory_vectors WHERE memory = ? OR with_memory = ?", (rid, rid))]
-            if vids:
-                marks = ",".join("?" * len(vids))
-                c.execute(f"DELETE FROM memory_vectors WHERE id IN ({marks})", vids)
-                deleted.append(f"memory_vectors: {len(vids)} float32 vector(s)")
-                if self.vectors:
-                    n = c.execute(f"DELETE FROM memory_vec WHERE rowid IN ({marks})", vids).rowcount
-                    deleted.append(f"memory_vec: {n} binary vector(s)")
-                c.execute(
-                    "INSERT INTO memory_index_state (user_id, removed) VALUES (?, 1)"
-                    " ON CONFLICT (user_id) DO UPDATE SET removed = removed + 1",
-                    (user_id,),
-                )
-            # the neighbours' context keeps this text: scrub it there too
-            for row in c.execute(
-                "SELECT rowid, context FROM memory_fts WHERE user_id = ? AND context LIKE ?",
-                (user_id, "%" + text.replace("%", "").replace("_", "") + "%"),
-            ).fetchall():
-                c.execute("UPDATE memory_fts SET context = ? WHERE rowid = ?", (row[1].replace(text, "").strip(), row[0]))
-                deleted.append("memory_fts: context of a neighbouring memory")
-            # the fact it replaced (if any) becomes current again; links to it go
-            c.execute("UPDATE memories SET superseded_by = NULL WHERE superseded_by = ?", (memory_id,))
-            c.execute("UPDATE memories SET supersedes = NULL WHERE supersedes = ?", (memory_id,))
-            c.execute("DELETE FROM memories WHERE id = ?", (memory_id,))
-            # FTS5 keeps deleted terms in older index segments until they are
-            # merged: rewrite the index so the forgotten words are really gone
-            c.execute("INSERT INTO memory_fts (memory_fts) VALUES ('optimize')")
-            return deleted
+        return (await Eraser(self.db, self).forget_memory(memory_id, user_id=user_id)).deleted
 
-        return await self.db.write(fn)
+    async def decline(self, conversation_id: str, pending_ids: list[str]) -> None:
+        """The person said no to these pending facts: what the question showed of them leaves the journal."""
+        from shoal.memory.forget import Eraser
+
+        await Eraser(self.db, self).decline(conversation_id, pending_ids)
 
     async def export(self, user_id: str) -> list[dict[str, Any]]:
         """Every memory of the user (history included) with the messages it came from."""
@@ -831,22 +859,40 @@ class MemoryStore:
         return out
 
     # -- pending facts (consent = "ask") ------------------------------------------
-    async def propose(self, user_id: str, conversation_id: str, facts: Sequence[Any], *, sources: list[str], bot: str | None) -> list[dict[str, Any]]:
+    async def propose(
+        self,
+        user_id: str,
+        conversation_id: str,
+        facts: Sequence[Any],
+        *,
+        sources: list[str],
+        bot: str | None,
+        note: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Keep ``facts`` (and the raw ``note`` of their message) waiting for the user's consent."""
         t = time.time()
         rows = [
             {
                 "id": new_id(), "user_id": user_id, "conversation_id": conversation_id, "attribute": f.attribute,
                 "value": f.value, "text": f.text, "sources": json.dumps(sources), "method": f.method, "bot": bot,
-                "created_at": t,
+                "created_at": t, "kind": "fact",
             }
             for f in facts
         ]
+        if note is not None:
+            rows.append(
+                {
+                    "id": new_id(), "user_id": user_id, "conversation_id": conversation_id, "attribute": "", "value": "",
+                    "text": note, "sources": json.dumps(sources), "method": "message", "bot": bot, "created_at": t,
+                    "kind": "raw",
+                }
+            )
 
         def fn(c: Conn) -> None:
             c.executemany(
                 "INSERT INTO memory_pending (id, user_id, conversation_id, attribute, value, text, sources, method, bot,"
-                " created_at) VALUES (:id, :user_id, :conversation_id, :attribute, :value, :text, :sources, :method,"
-                " :bot, :created_at)",
+                " created_at, kind) VALUES (:id, :user_id, :conversation_id, :attribute, :value, :text, :sources, :method,"
+                " :bot, :created_at, :kind)",
                 rows,
             )
 
@@ -862,21 +908,35 @@ class MemoryStore:
         return [dict(r) for r in rows]
 
     async def settle_pending(self, ids: Sequence[str], *, approve: bool) -> list[tuple[Memory, Memory | None]]:
-        """Store (approve) or drop the pending facts; either way they leave the pending table."""
+        """Store (approve) or drop the pending facts and notes; either way they leave the pending table."""
         if not ids:
             return []
         marks = ",".join("?" * len(ids))
         rows = await self.db.read(lambda c: c.execute(f"SELECT * FROM memory_pending WHERE id IN ({marks})", list(ids)).fetchall())
         stored: list[tuple[Memory, Memory | None]] = []
         if approve and rows:
-            stored = await self.add_many(
-                [
-                    NewMemory(
-                        r["user_id"], "fact", r["text"], r["attribute"], r["value"], json.loads(r["sources"]),
-                        r["method"] + " (consented)", r["bot"], r["conversation_id"],
+            items = []
+            clauses: dict[tuple[str, str], NewMemory] = {}
+            for r in rows:
+                if r["kind"] == "fact" and (r["text"], r["sources"]) in clauses:
+                    clauses[(r["text"], r["sources"])].facts.append((r["attribute"], r["value"]))
+                    continue
+                if r["kind"] == "raw":
+                    previous = await self.latest_raw(r["user_id"], r["conversation_id"]) if r["conversation_id"] else None
+                    items.append(
+                        NewMemory(
+                            r["user_id"], "raw", r["text"], sources=json.loads(r["sources"]), method="message (consented)",
+                            bot=r["bot"], conversation_id=r["conversation_id"] or None,
+                            before=previous.text if previous else None, previous=previous.id if previous else None,
+                        )
                     )
-                    for r in rows
-                ]
-            )
+                else:
+                    fact = NewMemory(
+                        r["user_id"], "fact", r["text"], r["attribute"], r["value"], json.loads(r["sources"]),
+                        r["method"] + " (consented)", r["bot"], r["conversation_id"], facts=[(r["attribute"], r["value"])],
+                    )
+                    clauses[(r["text"], r["sources"])] = fact
+                    items.append(fact)
+            stored = await self.add_many(items)
         await self.db.write(lambda c: c.execute(f"DELETE FROM memory_pending WHERE id IN ({marks})", list(ids)))
         return stored

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, ClassVar
 
@@ -39,7 +40,7 @@ class BotContext:
     mesh: Mesh
     conversations: "ConversationStore"
     memories: "MemoryStore"
-    backends: dict[str, Backend]
+    backends: Mapping[str, Backend]
     config: ShoalConfig
     #: spawns hot action bots (set by the swarm)
     actions: Any = None
@@ -111,6 +112,9 @@ class Bot:
         result: BaseModel = await handler(msg)
         return result
 
+    def reconfigured(self) -> None:
+        """The bot's config changed in place (reload, web UI): refresh anything built from it."""
+
     # -- talking --------------------------------------------------------------
     async def emit(self, event: Event) -> None:
         event.bot = self.name
@@ -123,7 +127,13 @@ class Bot:
     # -- the model ------------------------------------------------------------
     @property
     def backend(self) -> Backend:
-        return self.ctx.backends[self.config.server]
+        try:
+            return self.ctx.backends[self.config.server]
+        except KeyError:
+            raise NotFound(
+                f"bot '{self.name}' uses server '{self.config.server}', which is not in the cluster",
+                hint="`shoal cluster status` lists the servers; fix the bot's server in shoal.toml",
+            ) from None
 
     def request(
         self,
@@ -142,6 +152,10 @@ class Bot:
                 min_tokens=0 if json_schema else self.config.min_tokens,
                 temperature=self.config.temperature if temperature is None else temperature,
                 stop=stop,
+                repeat_penalty=self.config.repeat_penalty,
+                presence_penalty=self.config.presence_penalty,
+                frequency_penalty=self.config.frequency_penalty,
+                dry_multiplier=self.config.dry_multiplier,
             ),
             json_schema=json_schema,
             priority=self.priority,

@@ -53,6 +53,9 @@ class MemoryItem(_Msg):
     sources: list[str] = Field(default_factory=list)
     method: str = ""
     supersedes: str | None = None
+    #: a fact's every (attribute, value) still current: one clause may state several
+    facts: list[tuple[str, str]] = Field(default_factory=list)
+    created_at: float | None = None
 
 
 # --- conv.<id>.user ---------------------------------------------------------
@@ -79,12 +82,33 @@ class ReplyStart(Event):
     summary: str = ""
     #: the version of the conversation's evolved instruction the reply was built on (0: none)
     instruction_version: int = 0
+    #: thinkers whose live thought the reply was given ("what are you thinking about?")
+    thinking: list[str] = Field(default_factory=list)
 
 
 class ReplyDelta(Event):
     kind: Literal["reply.delta"] = "reply.delta"
     message_id: str
     text: str
+
+
+class ReplyCheck(Event):
+    """The guards' verdict on one attempt at a reply (language, echo, identity, loop) and what was done."""
+
+    kind: Literal["reply.check"] = "reply.check"
+    message_id: str
+    attempt: int = 1
+    #: check -> "ok" or why it failed
+    checks: dict[str, str] = Field(default_factory=dict)
+    action: Literal["accepted", "regenerate", "fallback", "truncated"] = "accepted"
+
+
+class ReplyReset(Event):
+    """Discard the deltas of this reply received so far: it is being written again."""
+
+    kind: Literal["reply.reset"] = "reply.reset"
+    message_id: str
+    reason: str = ""
 
 
 class ReplyEnd(Event):
@@ -258,6 +282,8 @@ class Injection(Event):
     reason: str = ""
     #: "interject": the conversation bot may speak now; "next_reply": use it next time
     mode: Literal["interject", "next_reply"] = "next_reply"
+    #: the bot whose output it carries (a thinker's note is shown only to those who may see its thoughts)
+    from_bot: str = ""
 
 
 class BotError(Event):
@@ -270,6 +296,8 @@ CHANNEL: dict[str, str] = {
     "reply.start": "reply",
     "reply.delta": "reply",
     "reply.end": "reply",
+    "reply.check": "reply",
+    "reply.reset": "reply",
     "thought.start": "thought",
     "thought.delta": "thought",
     "thought.end": "thought",
@@ -298,6 +326,8 @@ AnyEvent = Annotated[
         ReplyStart,
         ReplyDelta,
         ReplyEnd,
+        ReplyCheck,
+        ReplyReset,
         ThoughtStart,
         ThoughtDelta,
         ThoughtEnd,
@@ -349,6 +379,21 @@ class RecallQuery(Control):
 
 class RecallResult(Control):
     kind: Literal["recall.result"] = "recall.result"
+    items: list[MemoryItem] = Field(default_factory=list)
+
+
+class FactsQuery(Control):
+    """The person's current facts (for answers about them, and to catch a reply claiming them)."""
+
+    kind: Literal["facts.query"] = "facts.query"
+    user_id: str
+    conversation: str | None = None
+    #: the asking bot: its memory scopes decide what it may read
+    bot: str = ""
+
+
+class FactsResult(Control):
+    kind: Literal["facts.result"] = "facts.result"
     items: list[MemoryItem] = Field(default_factory=list)
 
 
@@ -434,6 +479,14 @@ class FireAlarm(Control):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+class Scrub(Control):
+    """Words a person had forgotten: a bot holding copies in memory (a live thought buffer) removes them."""
+
+    kind: Literal["memory.scrub"] = "memory.scrub"
+    terms: list[str] = Field(default_factory=list)
+    conversations: list[str] = Field(default_factory=list)
+
+
 class Ack(Control):
     kind: Literal["ack"] = "ack"
     ok: bool = True
@@ -444,8 +497,8 @@ class Ack(Control):
 
 AnyControl = Annotated[
     Union[
-        RecallQuery, RecallResult, StatusQuery, StatusResult, CancelThought, StopReply, ConsentDecision,
-        MonologuePrompt, MonologueReply, Speak, Spoken, FireAlarm, Ack,
+        RecallQuery, RecallResult, FactsQuery, FactsResult, StatusQuery, StatusResult, CancelThought, StopReply, ConsentDecision,
+        MonologuePrompt, MonologueReply, Speak, Spoken, FireAlarm, Scrub, Ack,
     ],
     Field(discriminator="kind"),
 ]

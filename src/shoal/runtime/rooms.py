@@ -66,12 +66,13 @@ class RateLimiter:
                 return f"{name} limit {limit} reached"
         return None
 
-    async def reserve(self, persona: BotConfig, at: float | None = None) -> bool:
+    async def reserve(self, persona: BotConfig, at: float | None = None) -> float | None:
+        """Take a speaking slot now; the time it was taken at (to give it back), or None when over a limit."""
         t = time.time() if at is None else at
         if await self.blocked(persona, t):
-            return False
+            return None
         self._times[persona.name].append(t)
-        return True
+        return t
 
     def release(self, persona: str, at: float) -> None:
         """Give back a slot a persona did not use (its reply failed)."""
@@ -93,11 +94,28 @@ class RoomAnalyser:
         self.limiter = limiter
         self.rng = random.Random(seed)
         self._last_spoke: dict[str, float] = {}
+        #: (persona, turn) -> when its slot was reserved, until it has spoken
+        self._slots: dict[tuple[str, str | None], float] = {}
 
     def spoke(self, persona: str) -> None:
         self._last_spoke[persona] = time.monotonic()
 
-    async def decide(self, room: RoomConfig, personas: list[BotConfig], text: str) -> Decision:
+    async def take_slot(self, persona: BotConfig, turn: str | None) -> bool:
+        """Reserve a speaking slot for ``persona``'s answer to ``turn`` (False: over a limit)."""
+        at = await self.limiter.reserve(persona)
+        if at is None:
+            return False
+        self._slots[(persona.name, turn)] = at
+        self.spoke(persona.name)
+        return True
+
+    def answered(self, persona: str, turn: str | None, *, ok: bool) -> None:
+        """The persona's reply to ``turn`` is done: a failed one gives its slot back."""
+        at = self._slots.pop((persona, turn), None)
+        if at is not None and not ok:
+            self.limiter.release(persona, at)
+
+    async def decide(self, room: RoomConfig, personas: list[BotConfig], text: str, turn: str | None = None) -> Decision:
         words = set(_WORD.findall(text.lower()))
         low = text.lower()
         candidates: list[tuple[str, str]] = []
@@ -129,8 +147,7 @@ class RoomAnalyser:
             if limit:
                 out.limited[name] = limit
                 continue
-            if await self.limiter.reserve(by_name[name]):
+            if await self.take_slot(by_name[name], turn):
                 out.answer.append(name)
                 out.reasons[name] = reason
-                self.spoke(name)
         return out

@@ -13,11 +13,13 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from shoal.backends import create_backend
+from collections.abc import Mapping
+
 from shoal.backends.base import Backend
-from shoal.config import Env
+from shoal.config import Env, ShoalConfig
 from shoal.errors import BadInput, NotFound
 from shoal.memory.store import MemoryStore
+from shoal.runtime.access import can
 from shoal.runtime.bot import Bot, BotContext
 from shoal.runtime.journal import Journal, Listener
 from shoal.runtime.mesh import InProcessMesh, Mesh
@@ -41,6 +43,7 @@ from shoal.store.db import Database
 
 if TYPE_CHECKING:
     from shoal.config import BotConfig
+    from shoal.memory.forget import Erased, Eraser
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +103,24 @@ class TurnResult:
         }
 
 
+class ClusterViews(Mapping[str, Backend]):
+    """Each server as a bot sees it: the cluster, preferring that server — always the servers of now."""
+
+    def __init__(self, cluster: Any) -> None:
+        self.cluster = cluster
+
+    def __getitem__(self, server: str) -> Backend:
+        if server not in self.cluster.members:
+            raise KeyError(server)
+        return self.cluster.view(server)  # type: ignore[no-any-return]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.cluster.members)
+
+    def __len__(self) -> int:
+        return len(self.cluster.members)
+
+
 class Swarm:
     def __init__(self, env: Env | None = None, *, mesh: Mesh | None = None) -> None:
         self.env = env or Env.load()
@@ -109,7 +130,7 @@ class Swarm:
         self.conversations = ConversationStore(self.db)
         self.memories = MemoryStore(self.db)
         self.accounts = Accounts(self.db)
-        self.backends: dict[str, Backend] = {}
+        self.cluster: Any = None
         self.bots: dict[str, Bot] = {}
         self.journal = Journal(self.mesh, self.conversations)
         self._started = False
@@ -117,6 +138,13 @@ class Swarm:
     @property
     def started(self) -> bool:
         return self._started
+
+    @property
+    def backends(self) -> dict[str, Backend]:
+        """The cluster's servers' backends, by server name (the cluster owns and closes them)."""
+        if self.cluster is None:
+            return {}
+        return {name: m.backend for name, m in self.cluster.members.items()}
 
     async def __aenter__(self) -> "Swarm":
         await self.start()
@@ -129,31 +157,26 @@ class Swarm:
         self.env.settings.ensure_home()
         await self.db.open()
         await self._apply_bot_settings()
-        for server in self.config.servers:
-            if server.enabled:
-                self.backends[server.name] = create_backend(server, self.config.engine)
         # bots reach their models through the cluster: their own server is
-        # preferred, the others take over when it is down or busy (docs/cluster.md)
+        # preferred, the others take over when it is down or busy (docs/cluster.md).
+        # The cluster owns every backend; a changed shoal.toml comes to the swarm,
+        # which re-points bots and hands the servers on to the cluster.
         from shoal.cluster.core import Cluster
 
-        self.cluster = Cluster(self.config, backends=self.backends, config_path=self.env.settings.config_path)
+        self.cluster = Cluster(self.config, config_path=self.env.settings.config_path, on_reload=self.reload)
         await self.cluster.start()
-        views: dict[str, Backend] = {name: self.cluster.view(name) for name in self.backends}  # type: ignore[misc]
-        self._ctx = ctx = BotContext(self.mesh, self.conversations, self.memories, views, self.config)
+        self._ctx = ctx = BotContext(self.mesh, self.conversations, self.memories, ClusterViews(self.cluster), self.config)
         from shoal.bots.action import ActionPool
         from shoal.runtime.rooms import RateLimiter, RoomAnalyser
 
         ctx.actions = self.actions = ActionPool(ctx)
         ctx.rooms = self.rooms = RoomAnalyser(RateLimiter(self.conversations))
-        classes = bot_classes()
+        enabled_servers = {s.name for s in self.config.servers if s.enabled}
         for bc in self.config.bots:
-            if bc.enabled and bc.role == "action":  # a template: instances are spawned per task
-                if bc.server not in self.backends:
-                    raise NotFound(f"bot '{bc.name}' uses server '{bc.server}', which is disabled")
-            elif bc.enabled:
-                if bc.server not in self.backends:
-                    raise NotFound(f"bot '{bc.name}' uses server '{bc.server}', which is disabled")
-                self.bots[bc.name] = classes[bc.role](bc, ctx)
+            if bc.enabled and bc.server not in enabled_servers:
+                raise NotFound(f"bot '{bc.name}' uses server '{bc.server}', which is disabled")
+            if bc.enabled and bc.role != "action":  # an action is a template: instances are spawned per task
+                self.bots[bc.name] = self._make_bot(bc)
         await self.journal.start()
         for bot in self.bots.values():
             await bot.start()
@@ -211,10 +234,78 @@ class Swarm:
         if was_enabled and not current.enabled and name in self.bots:
             await self.bots.pop(name).stop()
         elif not was_enabled and current.enabled and self._started and name not in self.bots and current.role != "action":
-            bot = bot_classes()[current.role](current, self._ctx)
+            bot = self._make_bot(current)
             self.bots[name] = bot
             await bot.start()
+        elif name in self.bots:
+            self.bots[name].reconfigured()
         return current
+
+    def _make_bot(self, bc: "BotConfig") -> Bot:
+        return bot_classes()[bc.role](bc, self._ctx)
+
+    async def reload(self, new: ShoalConfig) -> tuple[list[str], list[str]]:
+        """Apply an edited shoal.toml while running: bots, routing, memory, rooms, servers, engine.
+
+        A bot keeps its config object (every part holds a reference) and takes
+        the new values; a bot added, removed, enabled, disabled or given
+        another role is started or stopped. Settings changed in the web UI
+        (``bot_settings``) still win over the file. Returns (what changed,
+        what needs a restart to take effect).
+        """
+        from shoal.config import BotConfig
+
+        cfg = self.config
+        changed: list[str] = []
+        restart: list[str] = []
+        if (new.server.host, new.server.port) != (cfg.server.host, cfg.server.port):
+            restart.append(
+                f"[server] host/port ({cfg.server.host}:{cfg.server.port} -> {new.server.host}:{new.server.port}): "
+                "restart `shoal up` to listen there"
+            )
+        saved = await self.accounts.bot_settings()
+        current = {b.name: b for b in cfg.bots}
+        bots: list[BotConfig] = []
+        for nb in new.bots:
+            overrides = {k: v for k, v in saved.get(nb.name, {}).items() if k in self.TUNABLE}
+            if overrides:
+                nb = BotConfig.model_validate({**nb.model_dump(), **overrides})
+            cur = current.pop(nb.name, None)
+            if cur is None:
+                bots.append(nb)
+                changed.append(f"bot {nb.name} added")
+                continue
+            if cur != nb:
+                changed.append(f"bot {nb.name} updated")
+            role_changed = cur.role != nb.role
+            running = self.bots.get(cur.name)
+            if running is not None and (role_changed or not nb.enabled):
+                await self.bots.pop(cur.name).stop()
+                running = None
+            for name in BotConfig.model_fields:
+                setattr(cur, name, getattr(nb, name))
+            if running is not None:
+                running.reconfigured()
+            bots.append(cur)
+        for gone in current.values():
+            if gone.name in self.bots:
+                await self.bots.pop(gone.name).stop()
+            changed.append(f"bot {gone.name} removed")
+        # the rest of the file: in place, so every bot's view of the config sees it
+        for section in ("server", "routing", "memory", "rooms", "engine", "cluster", "servers"):
+            if getattr(cfg, section) != getattr(new, section):
+                changed.append(f"[{section}]")
+            setattr(cfg, section, getattr(new, section))
+        cfg.bots = bots
+        done, later = self.cluster.apply(new)
+        changed += [c for c in done if c not in changed]
+        restart += later
+        for bc in cfg.bots:
+            if bc.enabled and bc.role != "action" and bc.name not in self.bots:
+                bot = self._make_bot(bc)
+                self.bots[bc.name] = bot
+                await bot.start()
+        return changed, restart
 
     async def warm_up(self) -> None:
         """Load the models now (LLMs and the embedder) rather than on the first request."""
@@ -232,8 +323,6 @@ class Swarm:
             await bot.stop()
         await self.journal.stop()
         await self.cluster.stop()
-        for backend in self.backends.values():
-            await backend.aclose()
         await self.mesh.close()
         await self.db.close()
 
@@ -265,12 +354,72 @@ class Swarm:
             )
         room = (await self.conversations.get_conversation(conversation_id, user_id=user_id)).room
         author = (await self.conversations.get_user(user_id)).name if room else ""
-        # in a room the message keeps its author's name (personas see who said what)
-        msg = await self.conversations.add_message(conversation_id, "user", text, bot=author or None)
+        # in a room the message keeps its author's name (personas see who said what); every
+        # message keeps its author's id (a fact belongs to the person who said it)
+        msg = await self.conversations.add_message(conversation_id, "user", text, bot=author or None, user_id=user_id)
         return UserTurn(
             conversation=conversation_id, bot="user", turn=msg.id, message_id=msg.id, user_id=user_id, text=text,
             author=author, room=room,
         )
+
+    # -- forgetting ------------------------------------------------------------------------
+    def eraser(self) -> "Eraser":
+        from shoal.memory.forget import Eraser
+
+        return Eraser(self.db, self.memories, summary_chars=self.config.memory.summary_chars)
+
+    async def forget_memory(self, memory_id: str, user: User) -> "Erased":
+        """Forget one of ``user``'s memories and every copy derived from it (its source message stays)."""
+        out = await self.eraser().forget_memory(memory_id, user_id=user.id)
+        await self._after_erasure(out)
+        return out
+
+    async def delete_message(self, message_id: str, user: User) -> "Erased":
+        """Delete a message (the author's or, in their conversation, the owner's) with everything made from it."""
+        msg = await self.conversations.get_message(message_id)
+        await self._quiet(msg.conversation_id, user)
+        out = await self.eraser().delete_message(message_id, user_id=user.id, is_admin=user.is_admin)
+        await self._after_erasure(out)
+        return out
+
+    async def delete_conversation(self, conversation_id: str, user: User) -> "Erased":
+        """Delete a conversation (only its owner, or an admin in it) with everything made from it."""
+        await self._quiet(conversation_id, user)
+        out = await self.eraser().delete_conversation(conversation_id, user_id=user.id, is_admin=user.is_admin)
+        await self._after_erasure(out)
+        return out
+
+    async def remove_user(self, user_id: str) -> "Erased":
+        out = await self.eraser().remove_user(user_id)
+        await self._after_erasure(out)
+        return out
+
+    async def _quiet(self, conversation_id: str, user: User) -> None:
+        """Stop what is being written in a conversation before it is erased."""
+        conv = await self.conversations.get_conversation(conversation_id, user_id=user.id)
+        if not self._started:
+            return
+        await self.stop_reply(conv.id)
+        await self.cancel_thoughts(conv.id)
+
+    async def _after_erasure(self, out: "Erased") -> None:
+        """Bots drop forgotten words they hold in memory; rewritten instructions are announced."""
+        from shoal.runtime.messages import InstructionChanged, Scrub
+
+        if not self._started:
+            return
+        if out.terms:
+            for name, bot in list(self.bots.items()):
+                if bot.role == "thinker":
+                    await self.mesh.request(f"bot.{name}.control", Scrub(terms=out.terms), timeout=5)
+        primary = next((b.name for b in self.bots.values() if b.role == "primary"), "primary")
+        for conversation, version, text in out.instructions:
+            if conversation in out.deleted_conversations:
+                continue
+            ev = InstructionChanged(
+                conversation=conversation, version=version, text=text, reason="a memory was forgotten", bot=primary
+            )
+            await self.mesh.publish(ev.subject, ev)
 
     # -- rooms -----------------------------------------------------------------------------
     async def create_room(self, name: str, owner_id: str, members: list[str] | None = None) -> Any:
@@ -297,10 +446,9 @@ class Swarm:
 
         for i in range(bound):
             speaker = self.config.bot(a if i % 2 == 0 else b)
-            if not await self.rooms.limiter.reserve(speaker):
+            if not await self.rooms.take_slot(speaker, None):
                 said.append({"bot": speaker.name, "skipped": await self.rooms.limiter.blocked(speaker)})
                 break
-            self.rooms.spoke(speaker.name)
             res = await self.mesh.request(
                 f"bot.{speaker.name}.control", Speak(conversation=conversation_id, reason=f"talking with {a if speaker.name == b else b}"),
                 timeout=self.config.routing.settle_timeout,
@@ -342,17 +490,20 @@ class Swarm:
             conversation_id, None, text, reason=f"reverted to version {version}", append=False, source="user"
         )
 
-    async def cancel_thoughts(self, conversation_id: str, thought_id: str | None = None) -> int:
+    async def cancel_thoughts(self, conversation_id: str, thought_id: str | None = None, *, user: "User | None" = None) -> int:
+        """Cancel running (and queued) thoughts; returns how many. With ``user``, only thinkers whose
+        thoughts that person may see are touched (the one rule for the UI, the API and the CLI)."""
         from shoal.runtime.messages import Ack, CancelThought
 
         n = 0
-        for name, bot in self.bots.items():
-            if bot.role == "thinker":
-                res = await self.mesh.request(
-                    f"bot.{name}.control", CancelThought(conversation=conversation_id, thought_id=thought_id), timeout=5
-                )
-                if isinstance(res, Ack):
-                    n += res.count
+        for name, bot in list(self.bots.items()):
+            if bot.role != "thinker" or (user is not None and not can(user, bot.config, "see_thoughts")):
+                continue
+            res = await self.mesh.request(
+                f"bot.{name}.control", CancelThought(conversation=conversation_id, thought_id=thought_id), timeout=5
+            )
+            if isinstance(res, Ack):
+                n += res.count
         return n
 
     def listen(self, conversation_id: str | None = None) -> Listener:
@@ -367,13 +518,15 @@ class Swarm:
                 stopped = stopped or bool(getattr(res, "ok", False))
         return stopped
 
-    async def thinker_status(self, conversation: str | None = None) -> list[ThinkerStatus]:
+    async def thinker_status(self, conversation: str | None = None, *, user: "User | None" = None) -> list[ThinkerStatus]:
+        """What the thinkers are thinking (their live buffers); with ``user``, only what that person may see."""
         out: list[ThinkerStatus] = []
-        for name, bot in self.bots.items():
-            if bot.role == "thinker":
-                res = await self.mesh.request(f"bot.{name}.control", StatusQuery(conversation=conversation), timeout=2)
-                if isinstance(res, StatusResult):
-                    out += res.statuses
+        for name, bot in list(self.bots.items()):
+            if bot.role != "thinker" or (user is not None and not can(user, bot.config, "see_thoughts")):
+                continue
+            res = await self.mesh.request(f"bot.{name}.control", StatusQuery(conversation=conversation), timeout=2)
+            if isinstance(res, StatusResult):
+                out += res.statuses
         return out
 
     async def run_turn(self, conversation_id: str, user_id: str, text: str, *, timeout: float = 120.0) -> TurnResult:
@@ -388,9 +541,11 @@ class Swarm:
             turn = await self.send(conversation_id, user_id, text)
             result = TurnResult(conversation=conversation_id, turn=turn.message_id)
             reply_done = settled = False
+            #: in a room the personas the primary chose answer (perhaps none); elsewhere the conversation bot
+            answering: set[str] | None = None if turn.room is None else set()
             open_interjections = 0
             deadline = t0 + timeout
-            while not (reply_done and settled and open_interjections == 0):
+            while not ((reply_done or answering == set()) and settled and open_interjections == 0):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -399,6 +554,10 @@ class Swarm:
                 except asyncio.TimeoutError:
                     break
                 self._collect(result, ev, turn.message_id)
+                if turn.room is not None and ev.kind == "route" and ev.turn == turn.message_id:
+                    answering = {t for t in getattr(ev, "targets", []) if t in {b.name for b in self.config.bots_with_role("persona")}}
+                if isinstance(ev, ReplyEnd) and ev.turn == turn.message_id and answering:
+                    answering.discard(ev.bot)
                 if isinstance(ev, ReplyEnd) and ev.turn == turn.message_id:
                     if ev.interjection:
                         open_interjections = max(0, open_interjections - 1)

@@ -13,10 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shoal.config import BotAccess
 from shoal.errors import BadInput, NotFound, PermissionDenied
-from shoal.runtime.messages import CancelThought, Event, StopReply, parse_event
+from shoal.runtime.access import can, redact_instruction, require, visible_event
+from shoal.runtime.messages import StopReply
 from shoal.runtime.swarm import Swarm
 from shoal.server.auth import SESSION_COOKIE, current_user
-from shoal.server.permissions import can, require
 from shoal.store.conversations import User
 
 router = APIRouter(prefix="/api")
@@ -119,12 +119,39 @@ async def get_conversation(
     return {**conv_view(conv), "messages": [m.as_dict() for m in messages], "last_seq": await swarm.conversations.max_seq(conv.id)}
 
 
-@router.delete("/conversations/{conversation_id}", tags=["conversations"], summary="Delete a conversation")
-async def delete_conversation(conversation_id: str, request: Request, user: User = Depends(current_user)) -> dict[str, bool]:
+def erased_view(out: Any) -> dict[str, Any]:
+    view: dict[str, Any] = {"ok": True, "deleted": out.deleted}
+    if out.source_messages:
+        view["source_messages"] = out.source_messages
+        view["note"] = (
+            "the message it came from is still in its conversation; delete it too with "
+            "DELETE /api/messages/{id} (this also deletes the reply to it)"
+        )
+    return view
+
+
+@router.delete(
+    "/conversations/{conversation_id}", tags=["conversations"],
+    summary="Delete a conversation with everything made from it (owner only)",
+)
+async def delete_conversation(conversation_id: str, request: Request, user: User = Depends(current_user)) -> dict[str, Any]:
     swarm = swarm_of(request)
     conv = await owned(swarm, conversation_id, user)
-    await swarm.conversations.delete_conversation(conv.id)
-    return {"ok": True}
+    return erased_view(await swarm.delete_conversation(conv.id, user))
+
+
+@router.delete(
+    "/messages/{message_id}", tags=["conversations"],
+    summary="Delete a message, the reply to it, and every memory, thought and event made from them",
+)
+async def delete_message(message_id: str, request: Request, user: User = Depends(current_user)) -> dict[str, Any]:
+    swarm = swarm_of(request)
+    try:
+        msg = await swarm.conversations.get_message(message_id)
+        await owned(swarm, msg.conversation_id, user)
+    except NotFound:
+        raise NotFound(f"no message '{message_id}'", hint="open the conversation to see its messages") from None
+    return erased_view(await swarm.delete_message(message_id, user))
 
 
 @router.get("/conversations/{conversation_id}/messages", tags=["conversations"], summary="Messages, oldest first")
@@ -163,39 +190,33 @@ def check_chat(swarm: Swarm, user: User) -> None:
         require(user, bot, "chat")
 
 
-def visible(swarm: Swarm, user: User, event: Event) -> bool:
-    """Thought events are shown only to those who may see that bot's thoughts."""
-    if not event.kind.startswith(("thought.", "monologue.")):
-        return True
-    try:
-        bot = swarm.config.bot(event.bot)
-    except NotFound:
-        return user.is_admin
-    return can(user, bot, "see_thoughts")
-
-
-@router.get("/conversations/{conversation_id}/events", tags=["conversations"], summary="Recorded events after a sequence number")
+@router.get(
+    "/conversations/{conversation_id}/events", tags=["conversations"],
+    summary="Recorded events after a sequence number (page with after = the last seq you got)",
+)
 async def list_events(
     conversation_id: str,
     request: Request,
+    response: Response,
     after: int = Query(0, ge=0, le=2**53),
+    limit: int = Query(10_000, ge=1, le=10_000),
     user: User = Depends(current_user),
 ) -> list[dict[str, Any]]:
     swarm = swarm_of(request)
     conv = await owned(swarm, conversation_id, user)
-    events = [parse_event(p) for p in await swarm.conversations.events_since(conv.id, after)]
-    return [e.model_dump(mode="json") for e in events if visible(swarm, user, e)]
+    events = await swarm.journal.replay(conv.id, after, limit=limit)
+    if len(events) == limit:
+        # more may follow: the next page starts after the last seq of this one
+        response.headers["X-Next-After"] = str(events[-1].seq)
+    shown = (visible_event(user, swarm.config, e) for e in events)
+    return [e.model_dump(mode="json") for e in shown if e is not None]
 
 
 @router.get("/conversations/{conversation_id}/thinking", tags=["conversations"], summary="What the thinkers are thinking")
 async def thinking(conversation_id: str, request: Request, user: User = Depends(current_user)) -> list[dict[str, Any]]:
     swarm = swarm_of(request)
     conv = await owned(swarm, conversation_id, user)
-    out = []
-    for st in await swarm.thinker_status(conv.id):
-        if can(user, swarm.config.bot(st.bot), "see_thoughts"):
-            out.append(st.model_dump(mode="json"))
-    return out
+    return [st.model_dump(mode="json") for st in await swarm.thinker_status(conv.id, user=user)]
 
 
 @router.post("/conversations/{conversation_id}/stop", tags=["conversations"], summary="Stop the reply being written")
@@ -210,12 +231,7 @@ async def stop_reply(conversation_id: str, request: Request, user: User = Depend
 async def cancel_thoughts(conversation_id: str, request: Request, user: User = Depends(current_user)) -> dict[str, Any]:
     swarm = swarm_of(request)
     conv = await owned(swarm, conversation_id, user)
-    n = 0
-    for name, bot in swarm.bots.items():
-        if bot.role == "thinker" and can(user, bot.config, "see_thoughts"):
-            res = await swarm.mesh.request(f"bot.{name}.control", CancelThought(conversation=conv.id), timeout=2)
-            n += int(getattr(res, "ok", False))
-    return {"cancelled": n}
+    return {"cancelled": await swarm.cancel_thoughts(conv.id, user=user)}
 
 
 # ------------------------------------------------------------------ the evolving instruction
@@ -224,6 +240,8 @@ async def instruction_versions(conversation_id: str, request: Request, user: Use
     swarm = swarm_of(request)
     conv = await owned(swarm, conversation_id, user)
     versions = await swarm.instruction_versions(conv.id, conv.user_id)
+    for v in versions:  # lines drawn from thoughts this person may not see are hidden here too
+        v["text"] = redact_instruction(user, swarm.config, v["text"])
     return {"current": versions[-1]["version"] if versions else 0, "versions": versions}
 
 
@@ -237,6 +255,8 @@ async def revert_instruction(
 ) -> dict[str, Any]:
     swarm = swarm_of(request)
     conv = await owned(swarm, conversation_id, user)
+    if conv.user_id != user.id and not user.is_admin:
+        raise PermissionDenied("only the owner of this room (or an admin) may change its instruction")
     version = await swarm.revert_instruction(conv.id, conv.user_id, body.version)
     return {"current": version}
 
@@ -311,10 +331,12 @@ async def get_memory(memory_id: str, request: Request, user: User = Depends(curr
     return {**m.as_dict(), "source_messages": sources, "history": [h.as_dict() for h in history]}
 
 
-@router.delete("/memories/{memory_id}", tags=["memories"], summary="Forget a memory (really deletes it)")
+@router.delete(
+    "/memories/{memory_id}", tags=["memories"],
+    summary="Forget a memory and every copy made from it (its source message stays: see source_messages)",
+)
 async def forget_memory(memory_id: str, request: Request, user: User = Depends(current_user)) -> dict[str, Any]:
-    deleted = await swarm_of(request).memories.forget(memory_id, user_id=user.id)
-    return {"deleted": deleted}
+    return erased_view(await swarm_of(request).forget_memory(memory_id, user))
 
 
 # ------------------------------------------------------------------ bots
@@ -396,7 +418,9 @@ async def delete_user(name: str, request: Request, user: User = Depends(current_
     require_admin(user)
     if name == user.name:
         raise BadInput("you cannot remove your own account")
-    await swarm_of(request).accounts.remove_user(name)
+    swarm = swarm_of(request)
+    gone = await swarm.accounts.user_by_name(name)
+    await swarm.remove_user(gone.id)
     return {"ok": True}
 
 
@@ -425,4 +449,4 @@ async def revoke_token(token_id: str, request: Request, user: User = Depends(cur
     return {"ok": True}
 
 
-__all__ = ["router", "visible", "check_chat", "StopReply"]
+__all__ = ["router", "check_chat", "StopReply"]

@@ -19,20 +19,27 @@ from pydantic import ValidationError
 from starlette.responses import JSONResponse
 
 from shoal.errors import AuthError, ShoalError
-from shoal.runtime.journal import Listener
-from shoal.runtime.messages import CancelThought, Event, ReplyEnd
+from shoal.runtime.access import visible_event
+from shoal.runtime.journal import JournalProblem, Listener
+from shoal.runtime.messages import Event, ReplyEnd
 from shoal.runtime.swarm import Swarm
 from shoal.server import frames
-from shoal.server.api import check_chat, visible
+from shoal.server.api import check_chat
 from shoal.server.auth import authenticate
-from shoal.server.permissions import can
 from shoal.store.conversations import User
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 
-#: frames queued for a slow client before it is told it fell behind
-OUTBOX = 5000
+#: event frames queued for the socket; beyond this the forwarder waits (and its
+#: listener, bounded too, later refills what it had to drop from the store)
+OUTBOX = 1000
+#: live events a subscription holds while its forwarder waits for the socket; beyond this the
+#: oldest go, and are read back from the store (no gap; the client gets a "caught_up" frame)
+LISTENER_QUEUE = 10_000
+#: replies to the client's own frames (acks, errors, pongs) waiting to be sent; a
+#: client that sends this many frames without reading the answers is cut off
+CONTROL = 1000
 
 
 class Connection:
@@ -40,23 +47,37 @@ class Connection:
         self.ws = ws
         self.swarm = swarm
         self.user = user
-        self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(OUTBOX)
+        self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(OUTBOX)
+        self.control: asyncio.Queue[dict[str, Any]] = asyncio.Queue(CONTROL)
+        self._wake = asyncio.Event()
+        self.closed = False
         self.subs: dict[str, tuple[Listener, asyncio.Task[None]]] = {}
         #: conversation -> message ids of turns this connection sent, reply not yet ended
         self.open_turns: dict[str, set[str]] = {}
 
     def send(self, frame: dict[str, Any]) -> None:
+        """Queue a reply to the client's own frame (it goes out before queued events)."""
         try:
-            self.outbox.put_nowait(frame)
+            self.control.put_nowait(frame)
         except asyncio.QueueFull:
-            log.warning("websocket client of %s is too slow; dropping a frame", self.user.name)
+            log.warning("websocket client of %s does not read its replies; closing it", self.user.name)
+            self.closed = True
+        self._wake.set()
+
+    async def push(self, frame: dict[str, Any]) -> None:
+        """Queue an event frame, waiting for room: events are never dropped here."""
+        await self.outbox.put(frame)
+        self._wake.set()
 
     async def writer(self) -> None:
-        while True:
-            frame = await self.outbox.get()
-            if frame is None:
-                return
+        while not self.closed:
+            if self.control.empty() and self.outbox.empty():
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            frame = self.control.get_nowait() if not self.control.empty() else self.outbox.get_nowait()
             await self.ws.send_text(json.dumps(frame, ensure_ascii=False))
+        await self.ws.close(code=1008, reason="the client does not read what it asked for")
 
     # -- frames -------------------------------------------------------------
     async def handle(self, raw: str) -> None:
@@ -117,18 +138,46 @@ class Connection:
             await self.on_unsubscribe(frames.Unsubscribe(type="unsubscribe", conversation=conv.id))
         # listen first, then replay: events recorded meanwhile arrive live and
         # are skipped if the replay already covered them
-        listener = self.swarm.listen(conv.id)
-        replay = await self.swarm.journal.replay(conv.id, f.after)
-        last = f.after
-        for ev in replay:
-            last = max(last, ev.seq or 0)
-            if visible(self.swarm, self.user, ev):
-                self.send(self.event_frame(ev))
-        self.send(
-            {"v": frames.VERSION, "type": "subscribed", "id": f.id, "conversation": conv.id, "replayed": len(replay), "last_seq": last}
-        )
-        task = asyncio.create_task(self.forward(listener, last), name=f"ws-forward:{conv.id}")
+        listener = self.swarm.journal.listen(conv.id, after=f.after, maxsize=LISTENER_QUEUE)
+        task = asyncio.create_task(self.forward(listener, conv.id, f.after, f.id), name=f"ws-forward:{conv.id}")
         self.subs[conv.id] = (listener, task)
+
+    async def forward(self, listener: Listener, conversation: str, after: int, ref: str | None) -> None:
+        """Replay what the client missed (page by page), say so, then stream live events, in seq order."""
+        try:
+            last, shown = after, 0
+            async for page in self.swarm.journal.pages(conversation, after):
+                for ev in page:
+                    last = max(last, ev.seq or 0)
+                    if (frame := self.event_frame(ev)) is not None:
+                        await self.push(frame)
+                        shown += 1
+            # the reply to "subscribe" goes out after the replayed events (same queue, same order)
+            await self.push(
+                {"v": frames.VERSION, "type": "subscribed", "id": ref, "conversation": conversation, "replayed": shown, "last_seq": last}
+            )
+            listener.skip_to(conversation, last)
+            refilled = 0
+            while True:
+                ev = await listener.get()
+                if isinstance(ev, JournalProblem):
+                    if ev.recovered:
+                        self.send({"v": frames.VERSION, "type": "notice", "code": "journal_recovered", "message": ev.message})
+                    else:
+                        hint = "free disk space or check the database file; shoal keeps retrying"
+                        self.send(frames.error_frame("journal", ev.message, hint=hint, conversation=conversation))
+                    continue
+                if isinstance(ev, ReplyEnd) and ev.turn:
+                    self.open_turns.get(ev.conversation, set()).discard(ev.turn)
+                if listener.refilled != refilled:
+                    # this client fell behind and events were refilled from the store: no gap, but say so
+                    gap = listener.refilled - refilled
+                    await self.push({"v": frames.VERSION, "type": "caught_up", "conversation": conversation, "refilled": gap})
+                    refilled = listener.refilled
+                if (frame := self.event_frame(ev)) is not None:
+                    await self.push(frame)
+        finally:
+            listener.close()
 
     async def on_unsubscribe(self, f: frames.Unsubscribe) -> None:
         entry = self.subs.pop(f.conversation, None)
@@ -153,40 +202,19 @@ class Connection:
 
     async def on_thinking(self, f: frames.Thinking) -> None:
         await self.swarm.conversations.get_conversation(f.conversation, user_id=self.user.id)
-        statuses = [
-            s.model_dump(mode="json")
-            for s in await self.swarm.thinker_status(f.conversation)
-            if can(self.user, self.swarm.config.bot(s.bot), "see_thoughts")
-        ]
+        statuses = [s.model_dump(mode="json") for s in await self.swarm.thinker_status(f.conversation, user=self.user)]
         self.send({"v": frames.VERSION, "type": "thinking", "id": f.id, "conversation": f.conversation, "statuses": statuses})
 
     async def on_cancel_thought(self, f: frames.CancelThought) -> None:
         await self.swarm.conversations.get_conversation(f.conversation, user_id=self.user.id)
-        n = 0
-        for name, bot in self.swarm.bots.items():
-            if bot.role == "thinker" and can(self.user, bot.config, "see_thoughts"):
-                res = await self.swarm.mesh.request(
-                    f"bot.{name}.control", CancelThought(conversation=f.conversation, thought_id=f.thought_id), timeout=2
-                )
-                n += int(getattr(res, "ok", False))
+        n = await self.swarm.cancel_thoughts(f.conversation, f.thought_id, user=self.user)
         self.send({"v": frames.VERSION, "type": "cancelled", "id": f.id, "conversation": f.conversation, "cancelled": n})
 
     # -- events -----------------------------------------------------------------
-    @staticmethod
-    def event_frame(ev: Event) -> dict[str, Any]:
-        return {"v": frames.VERSION, "type": "event", **ev.model_dump(mode="json")}
-
-    async def forward(self, listener: Listener, after: int) -> None:
-        try:
-            async for ev in listener:
-                if (ev.seq or 0) <= after:
-                    continue
-                if isinstance(ev, ReplyEnd) and ev.turn:
-                    self.open_turns.get(ev.conversation, set()).discard(ev.turn)
-                if visible(self.swarm, self.user, ev):
-                    self.send(self.event_frame(ev))
-        finally:
-            listener.close()
+    def event_frame(self, ev: Event) -> dict[str, Any] | None:
+        """The frame for ``ev`` as this user may see it (None: not for them)."""
+        shown = visible_event(self.user, self.swarm.config, ev)
+        return None if shown is None else {"v": frames.VERSION, "type": "event", **shown.model_dump(mode="json")}
 
     async def close(self) -> None:
         for conv in list(self.subs):
@@ -240,6 +268,5 @@ async def websocket(ws: WebSocket) -> None:
         pass
     finally:
         await conn.close()
-        conn.outbox.put_nowait(None) if not conn.outbox.full() else None
         writer.cancel()
         await asyncio.gather(writer, return_exceptions=True)

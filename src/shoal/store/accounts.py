@@ -125,9 +125,12 @@ class Accounts:
             raise NotFound(f"no user named '{name}'", hint="`shoal users list` shows the accounts")
         return _user(row)
 
-    async def remove_user(self, name: str) -> None:
+    async def remove_user(self, name: str) -> list[str]:
+        """Remove an account and everything of theirs, in every table (``memory.forget.Eraser``)."""
+        from shoal.memory.forget import Eraser
+
         user = await self.user_by_name(name)
-        await self.db.write(lambda c: c.execute("DELETE FROM users WHERE id = ?", (user.id,)))
+        return (await Eraser(self.db).remove_user(user.id)).deleted
 
     async def count_admins(self) -> int:
         return int(

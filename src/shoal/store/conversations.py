@@ -40,6 +40,8 @@ class Message:
     status: str
     reply_to: str | None
     created_at: float
+    #: who wrote it (user messages; in a room, one of several people)
+    user_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +53,7 @@ class Message:
             "status": self.status,
             "reply_to": self.reply_to,
             "created_at": self.created_at,
+            "author": self.user_id,
         }
 
 
@@ -68,7 +71,8 @@ _CONV_SELECT = "SELECT c.*, r.name AS room FROM conversations c LEFT JOIN rooms 
 
 def _msg(r: Any) -> Message:
     return Message(
-        r["id"], r["conversation_id"], r["role"], r["content"], r["bot"], r["status"], r["reply_to"], r["created_at"]
+        r["id"], r["conversation_id"], r["role"], r["content"], r["bot"], r["status"], r["reply_to"], r["created_at"],
+        r["user_id"],
     )
 
 
@@ -226,16 +230,28 @@ class ConversationStore:
         )
         return row["summary"] if row else ""
 
+    async def scrolled_out(self, conversation_id: str, window: int) -> tuple[str, list[dict[str, Any]]]:
+        """(the running summary, the messages not yet summarised that are older than the last ``window``)."""
+
+        def fn(c: Conn) -> tuple[str, list[dict[str, Any]]]:
+            row = c.execute("SELECT summary, summarized_until FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+            if row is None:
+                return "", []
+            older = c.execute(
+                "SELECT id, role, content FROM messages WHERE conversation_id = ? AND id > ? AND id NOT IN"
+                " (SELECT id FROM messages WHERE conversation_id = ? ORDER BY id DESC LIMIT ?) ORDER BY id",
+                (conversation_id, row["summarized_until"] or "", conversation_id, window),
+            ).fetchall()
+            return row["summary"], [dict(r) for r in older]
+
+        return await self.db.read(fn)
+
     async def set_summary(self, conversation_id: str, summary: str, *, until: str) -> None:
         await self.db.write(
             lambda c: c.execute(
                 "UPDATE conversations SET summary = ?, summarized_until = ? WHERE id = ?", (summary, until, conversation_id)
             )
         )
-
-    async def delete_conversation(self, conversation_id: str) -> None:
-        """Delete a conversation with its messages, thoughts, injections and events."""
-        await self.db.write(lambda c: c.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,)))
 
     # -- messages ---------------------------------------------------------
     async def add_message(
@@ -248,15 +264,17 @@ class ConversationStore:
         status: str = "complete",
         reply_to: str | None = None,
         message_id: str | None = None,
+        user_id: str | None = None,
     ) -> Message:
+        """Store a message; ``user_id`` is its author (user messages)."""
         mid = message_id or new_id()
         t = now()
 
         def fn(c: Conn) -> None:
             c.execute(
-                "INSERT INTO messages (id, conversation_id, role, content, bot, status, reply_to, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (mid, conversation_id, role, content, bot, status, reply_to, t),
+                "INSERT INTO messages (id, conversation_id, role, content, bot, status, reply_to, created_at, user_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (mid, conversation_id, role, content, bot, status, reply_to, t, user_id),
             )
             title = content[:60] if role == "user" else None
             c.execute(
@@ -266,7 +284,7 @@ class ConversationStore:
             )
 
         await self.db.write(fn)
-        return Message(mid, conversation_id, role, content, bot, status, reply_to, t)
+        return Message(mid, conversation_id, role, content, bot, status, reply_to, t, user_id)
 
     async def history(self, conversation_id: str, *, limit: int, before: str | None = None) -> list[Message]:
         """The last ``limit`` messages, oldest first (ids sort by time)."""
@@ -378,16 +396,17 @@ class ConversationStore:
         )
         return int(row[0] or 0)
 
-    async def append_events(self, rows: list[tuple[str, int, str, str, str | None, str, float]]) -> None:
-        """Rows are (conversation, seq, kind, bot, ref, payload_json, ts)."""
+    async def append_events(self, rows: list[tuple[str, int, str, str, str | None, str, float, str | None]]) -> None:
+        """Rows are (conversation, seq, kind, bot, ref, payload_json, ts, turn)."""
         if not rows:
             return
 
         def fn(c: Conn) -> None:
+            # events of a conversation deleted meanwhile (a reply still finishing) are not kept
             c.executemany(
-                "INSERT OR IGNORE INTO events (conversation_id, seq, kind, bot, ref, payload, ts)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
+                "INSERT OR IGNORE INTO events (conversation_id, seq, kind, bot, ref, payload, ts, turn)"
+                " SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM conversations WHERE id = ?)",
+                [(*r, r[0]) for r in rows],
             )
             # a finished stream's deltas are redundant with its end event
             ended = [(r[0], r[4]) for r in rows if r[2] in ("reply.end", "thought.end") and r[4]]

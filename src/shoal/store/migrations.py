@@ -150,3 +150,29 @@ def m006_rooms_and_instructions(conn: Any) -> None:
         ) WITHOUT ROWID;
         """
     )
+
+
+@migration
+def m008_authors_and_turns(conn: Any) -> None:
+    """Who wrote each user message (rooms hold several people), and which turn each event belongs to.
+
+    A fact belongs to the person who said it, and deleting a message deletes
+    what was derived from it: both need these links.
+    """
+    run_script(
+        conn,
+        """
+        ALTER TABLE messages ADD COLUMN user_id TEXT;
+        UPDATE messages SET user_id = (SELECT c.user_id FROM conversations c WHERE c.id = messages.conversation_id)
+            WHERE role = 'user' AND conversation_id NOT IN (SELECT conversation_id FROM rooms);
+        UPDATE messages SET user_id = (SELECT u.id FROM users u WHERE u.name = messages.bot)
+            WHERE role = 'user' AND conversation_id IN (SELECT conversation_id FROM rooms);
+        CREATE INDEX messages_author ON messages(user_id);
+        CREATE INDEX messages_reply_to ON messages(reply_to);
+        ALTER TABLE events ADD COLUMN turn TEXT;
+        UPDATE events SET turn = json_extract(payload, '$.turn');
+        CREATE INDEX events_turn ON events(conversation_id, turn);
+        CREATE INDEX thoughts_turn ON thoughts(turn_id);
+        CREATE INDEX injections_turn ON injections(turn_id);
+        """,
+    )

@@ -92,6 +92,8 @@ const socket = {
       return;
     }
     if (f.type === "event") { applyEvent(f); return; }
+    if (f.type === "caught_up") { toast(`You fell behind: ${f.refilled} event(s) were read back from the store — nothing was missed.`); return; }
+    if (f.type === "notice") { toast(f.message); return; }
     const p = f.id && this.pending[f.id];
     if (p) {
       delete this.pending[f.id];
@@ -142,13 +144,27 @@ function applyEvent(ev) {
     }
     case "reply.start":
       upsertMessage(c, { id: ev.message_id, role: "assistant", bot: ev.bot, content: "", streaming: true,
-        interjection: ev.interjection, recalled: ev.recalled || [], ts: ev.ts });
+        interjection: ev.interjection, recalled: ev.recalled || [], ts: ev.ts, reply_to: ev.turn });
       break;
     case "reply.delta": {
       const m = c.byId[ev.message_id] || upsertMessage(c, { id: ev.message_id, role: "assistant", bot: ev.bot, content: "", streaming: true });
       m.content += ev.text;
       break;
     }
+    case "reply.reset": {
+      // the guards stopped this attempt: what streamed so far is discarded, the reply is written again
+      const m = c.byId[ev.message_id];
+      if (m) m.content = "";
+      break;
+    }
+    case "reply.check":
+      if (turn) {
+        const failed = Object.entries(ev.checks || {}).filter(([, v]) => v !== "ok");
+        if (failed.length || ev.action !== "accepted")
+          turn.items.push({ k: "note", icon: ev.action === "accepted" ? "✓" : "⚑", title: `reply check · attempt ${ev.attempt} · ${ev.action}`,
+            text: failed.map(([k, v]) => `${k}: ${v}`).join("; ") || "every check passed" });
+      }
+      break;
     case "reply.end": {
       const m = c.byId[ev.message_id] || upsertMessage(c, { id: ev.message_id, role: "assistant", bot: ev.bot });
       Object.assign(m, { content: ev.text || m.content, streaming: false, status: ev.status, interjection: ev.interjection, error: ev.error });
@@ -334,6 +350,17 @@ const Chat = {
     limit() { return (state.me && state.me.limits && state.me.limits.max_message_chars) || 16000; },
   },
   methods: {
+    async removeMessage(m) {
+      const what = m.role === "user"
+        ? "Delete this message, shoal's reply to it, and every memory, thought and note made from them?"
+        : "Delete this reply and everything made from it?";
+      if (!confirm(what)) return;
+      try {
+        const r = await api("DELETE", "/api/messages/" + m.id);
+        this.c.messages = this.c.messages.filter((x) => x.id !== m.id && x.reply_to !== m.id);
+        toast(`Deleted (${r.deleted.length} record${r.deleted.length === 1 ? "" : "s"}).`, null, true);
+      } catch (e) { toast(e.message, e.hint); }
+    },
     async send(text) {
       text = (text ?? this.text).trim();
       if (!text || !state.current) return;
@@ -386,6 +413,7 @@ const Chat = {
             <span v-if="m.pending" class="tag">sending…</span>
           </div>
           <div class="bubble" :data-test="m.role === 'assistant' ? 'reply' : 'user-bubble'">{{ m.content }}<span class="cursor" v-if="m.streaming"></span></div>
+          <button class="msg-delete" v-if="!m.pending && !m.streaming" @click="removeMessage(m)" title="delete this message and everything made from it" data-test="delete-message">🗑</button>
           <div class="recalled" v-if="m.recalled && m.recalled.length" title="memories given to this reply">
             <span v-for="r in m.recalled" :key="r.id">↺ {{ r.text }}</span>
           </div>
@@ -487,11 +515,22 @@ const Memories = {
       try { this.detail = await api("GET", "/api/memories/" + m.id); } catch (e) { toast(e.message, e.hint); }
     },
     async forget(m) {
-      if (!confirm(`Forget “${m.text}”? This deletes it for good.`)) return;
+      if (!confirm(`Forget “${m.text}”? This deletes it, and every copy made from it, for good.`)) return;
       try {
         const r = await api("DELETE", "/api/memories/" + m.id);
         this.items = this.items.filter((x) => x.id !== m.id);
         toast(`Forgotten (${r.deleted.length} record${r.deleted.length === 1 ? "" : "s"} deleted).`, null, true);
+        // the message it came from is still in its conversation: say so, and offer to delete it too
+        for (const src of r.source_messages || []) {
+          if (confirm("The message this came from is still in your conversation. Delete that message too (and shoal's reply to it)?")) {
+            const d = await api("DELETE", "/api/messages/" + src.id);
+            toast(`Message deleted (${d.deleted.length} record${d.deleted.length === 1 ? "" : "s"}).`, null, true);
+            const c = state.convs[src.conversation];
+            if (c) c.messages = c.messages.filter((x) => x.id !== src.id && x.reply_to !== src.id);
+          } else {
+            toast("The source message stays in its conversation; you can delete it there (🗑 on the message).");
+          }
+        }
       } catch (e) { toast(e.message, e.hint); }
     },
     fmtTime,
@@ -515,7 +554,8 @@ const Memories = {
             <div style="cursor:pointer;flex:1" @click="expand(m)">
               <div style="display:flex;gap:8px;align-items:center;margin-bottom:4px">
                 <span class="pill" :class="m.kind">{{ m.kind }}</span>
-                <span class="pill" v-if="m.attribute">{{ m.attribute }}: {{ m.value }}</span>
+                <span class="pill" v-for="f in (m.facts && m.facts.length ? m.facts : (m.attribute ? [{attribute: m.attribute, value: m.value}] : []))"
+                      :key="f.attribute + f.value" :class="{replaced: f.superseded_by}">{{ f.attribute }}: {{ f.value }}</span>
                 <span class="pill" v-if="m.superseded_by">replaced</span>
                 <span class="muted">{{ fmtTime(m.created_at) }}</span>
               </div>
