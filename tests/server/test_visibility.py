@@ -23,7 +23,7 @@ from shoal.runtime.access import HIDDEN_LINE, thought_line, visible_event
 from shoal.runtime.messages import InstructionChanged, parse_event
 from shoal.store.conversations import User
 
-from .conftest import SERVER_CONFIG, LiveServer, auth, make_site, new_conversation, send_and_settle
+from .conftest import SERVER_CONFIG, LiveServer, auth, make_site, new_conversation, send_and_settle, wait_for
 
 PROPOSING = SERVER_CONFIG.replace(
     'access = { see_thoughts = ["ana"] }', 'access = { see_thoughts = ["ana"] }\nproposes_instruction = true'
@@ -43,6 +43,11 @@ def stored(db: Path, conversation: str) -> list[dict[str, Any]]:
         return [json.loads(r[0]) for r in c.execute("SELECT payload FROM events WHERE conversation_id = ? ORDER BY seq", (conversation,))]
 
 
+def thought_ended(db: Path, conversation: str) -> None:
+    """Wait until a thought about the conversation was recorded (a loaded machine may settle the turn first)."""
+    wait_for(lambda: any(e["kind"] == "thought.end" for e in stored(db, conversation)), timeout=240)
+
+
 def thinker_texts(events: list[dict[str, Any]]) -> list[str]:
     """The thinker's own words as stored: finished thoughts, proposed rules and notes drawn from thoughts."""
     out = [e["text"] for e in events if e["kind"] == "thought.end" and e["text"]]
@@ -51,7 +56,9 @@ def thinker_texts(events: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def leaks(frames: list[dict[str, Any]], texts: list[str]) -> list[str]:
+def leaks(frames: list[dict[str, Any]], texts: list[str], said: list[str]) -> list[str]:
+    """Thinker kinds and thinker text in frames (words the person said themselves are theirs, not the thinker's)."""
+    texts = [t for t in texts if not any(t.strip(" .!?").lower() in s.lower() for s in said)]
     found = []
     for f in frames:
         if f.get("kind", "").startswith(("thought.", "monologue.")) or f.get("kind") == "instruction.proposal":
@@ -91,23 +98,29 @@ async def test_a_plain_user_gets_no_thinker_text_on_any_path(proposing: tuple[An
                     live_frames.append(json.loads(raw))
 
             reader = asyncio.create_task(read())
-            for text in ("I'm busy, so quick answers please. What should I cook tonight?", "What are you thinking about?"):
-                await asyncio.to_thread(send_and_settle, http, tok, conv, text, 240)
+            await asyncio.to_thread(send_and_settle, http, tok, conv, "I'm busy, so quick answers please. What should I cook tonight?", 240)
+            await asyncio.to_thread(thought_ended, site.env.settings.db_path, conv)
+            await asyncio.to_thread(send_and_settle, http, tok, conv, "What are you thinking about?", 240)
             await asyncio.sleep(2)
             reader.cancel()
+        rest = http.get(f"/api/conversations/{conv}/events", headers=auth(tok)).json()
+        replayed = await ws_frames(live, tok, conv)
         events = stored(site.env.settings.db_path, conv)
         texts = thinker_texts(events)
         assert [e for e in events if e["kind"] == "thought.end" and e["text"]], "the thinker did think"
-        rest = http.get(f"/api/conversations/{conv}/events", headers=auth(tok)).json()
-        replayed = await ws_frames(live, tok, conv)
         messages = http.get(f"/api/conversations/{conv}/messages", headers=auth(tok)).json()
         versions = http.get(f"/api/conversations/{conv}/instruction", headers=auth(tok)).json()["versions"]
         thinking = http.get(f"/api/conversations/{conv}/thinking", headers=auth(tok)).json()
+    said = [m["content"] for m in messages if m["role"] == "user"]
     for name, frames in (("websocket live", live_frames), ("websocket replay", replayed), ("REST events", rest)):
-        assert leaks(frames, texts) == [], name
+        assert leaks(frames, texts, said) == [], name
     # the replay count says how many events bob got, not how many exist
     sub = replayed[-1]
-    assert sub["replayed"] == len([f for f in replayed if f["type"] == "event"]) < len(events)
+    hidden = {e["seq"] for e in events} - {f["seq"] for f in rest}
+    assert sub["replayed"] == len([f for f in replayed if f["type"] == "event"]) == len(rest)
+    assert hidden and {e["kind"] for e in events if e["seq"] in hidden} <= {
+        "thought.start", "thought.end", "thought.queued", "instruction.proposal", "injection", "monologue.step"
+    }
     # the reply to "what are you thinking about?" did not get the thinker's buffer
     starts = [e for e in events if e["kind"] == "reply.start" and not e["interjection"]]
     assert starts[-1]["thinking"] == []
@@ -123,6 +136,7 @@ async def test_the_one_who_may_see_thoughts_gets_them_on_every_path(proposing: t
     with httpx.Client(base_url=live.url, timeout=60) as http:
         conv = new_conversation(http, tok)
         send_and_settle(http, tok, conv, "I want to plan a trip to Norway in winter. Where should I go?", 240)
+        thought_ended(site.env.settings.db_path, conv)
         send_and_settle(http, tok, conv, "What are you thinking about?", 240)
         events = stored(site.env.settings.db_path, conv)
         rest = http.get(f"/api/conversations/{conv}/events", headers=auth(tok)).json()

@@ -248,7 +248,7 @@ class Journal:
                     stream = self._streams.setdefault((ev.conversation, ref), collections.deque(maxlen=MAX_STREAM))
                     stream.append(ev)
                     continue
-                rows.append((ev.conversation, ev.seq, ev.kind, ev.bot, ref, ev.model_dump_json(), ev.ts, ev.turn))  # type: ignore[arg-type]
+                rows.append((ev.conversation, ev.seq, ev.kind, ev.bot, ref, ev.json_text(), ev.ts, ev.turn))  # type: ignore[arg-type]
                 recorded.append(ev)
             await self._write(list(zip(rows, recorded)))
             self.recorded += len(rows)

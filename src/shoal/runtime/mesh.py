@@ -24,8 +24,10 @@ Handler = Callable[[Any], Awaitable[BaseModel]]
 
 
 def subject_matches(pattern: str, subject: str) -> bool:
-    p = pattern.split(".")
-    s = subject.split(".")
+    return _tokens_match(pattern.split("."), subject.split("."))
+
+
+def _tokens_match(p: list[str], s: list[str]) -> bool:
     for i, tok in enumerate(p):
         if tok == ">":
             return len(s) > i
@@ -43,6 +45,7 @@ class Subscription:
     def __init__(self, mesh: "InProcessMesh", pattern: str, inbox: Inbox[Delivery], accept: Accept | None) -> None:
         self.mesh = mesh
         self.pattern = pattern
+        self.tokens = pattern.split(".")
         self.inbox = inbox
         #: messages the subscriber does not want are never queued (a bot that
         #: handles only reply.end must not fill its inbox with deltas)
@@ -74,8 +77,9 @@ class InProcessMesh:
 
     async def publish(self, subject: str, msg: BaseModel) -> None:
         self.published += 1
+        tokens = subject.split(".")
         for sub in list(self._subs):
-            if subject_matches(sub.pattern, subject) and (sub.accept is None or sub.accept(msg)):
+            if _tokens_match(sub.tokens, tokens) and (sub.accept is None or sub.accept(msg)):
                 kept = await sub.inbox.put((subject, msg))
                 if not kept:
                     log.warning("inbox %s dropped a message (policy %s)", sub.inbox.name, sub.inbox.policy)

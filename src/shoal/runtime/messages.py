@@ -12,11 +12,12 @@ request/reply queries).
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter
 
 PROTOCOL_VERSION = 1
 
@@ -26,6 +27,10 @@ class _Msg(BaseModel):
 
 
 class Event(_Msg):
+    """An event of a conversation. ``json()`` is its serialised form, computed once (the journal
+    writes it, every websocket client of the conversation sends it)."""
+
+    _json: str | None = PrivateAttr(default=None)
     kind: str
     conversation: str
     bot: str = ""
@@ -34,6 +39,17 @@ class Event(_Msg):
     ts: float = Field(default_factory=time.time)
     #: the user message this event belongs to, when there is one
     turn: str | None = None
+
+    def json_text(self) -> str:
+        if self._json is None:
+            self._json = self.model_dump_json()
+        return self._json
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> "Event":  # type: ignore[override]
+        # a copy is another event (a seq given, a redaction): its JSON is made afresh
+        copy = super().model_copy(update=update, deep=deep)
+        copy._json = None
+        return copy
 
     @property
     def channel(self) -> str:
@@ -513,4 +529,10 @@ def parse_control(data: dict[str, Any] | str | bytes) -> Control:
 
 def handler_name(msg: BaseModel) -> str:
     """``UserTurn`` -> ``on_user_turn`` (handlers are named after message types)."""
-    return "on_" + re.sub(r"(?<!^)(?=[A-Z])", "_", type(msg).__name__).lower()
+    return _handler_name(type(msg))
+
+
+@functools.lru_cache(maxsize=None)
+def _handler_name(cls: type) -> str:
+    # asked for every message by every subscriber: computed once per type
+    return "on_" + re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()

@@ -42,12 +42,16 @@ LISTENER_QUEUE = 10_000
 CONTROL = 1000
 
 
+#: an event frame is its event's JSON with these two fields in front
+_FRAME_HEAD = '{"v":%d,"type":"event",' % frames.VERSION
+
+
 class Connection:
     def __init__(self, ws: WebSocket, swarm: Swarm, user: User) -> None:
         self.ws = ws
         self.swarm = swarm
         self.user = user
-        self.outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(OUTBOX)
+        self.outbox: asyncio.Queue[str] = asyncio.Queue(OUTBOX)
         self.control: asyncio.Queue[dict[str, Any]] = asyncio.Queue(CONTROL)
         self._wake = asyncio.Event()
         self.closed = False
@@ -64,9 +68,9 @@ class Connection:
             self.closed = True
         self._wake.set()
 
-    async def push(self, frame: dict[str, Any]) -> None:
-        """Queue an event frame, waiting for room: events are never dropped here."""
-        await self.outbox.put(frame)
+    async def push(self, frame: dict[str, Any] | str) -> None:
+        """Queue an event frame (or its JSON text), waiting for room: events are never dropped here."""
+        await self.outbox.put(frame if isinstance(frame, str) else json.dumps(frame, ensure_ascii=False))
         self._wake.set()
 
     async def writer(self) -> None:
@@ -75,8 +79,10 @@ class Connection:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            frame = self.control.get_nowait() if not self.control.empty() else self.outbox.get_nowait()
-            await self.ws.send_text(json.dumps(frame, ensure_ascii=False))
+            if not self.control.empty():
+                await self.ws.send_text(json.dumps(self.control.get_nowait(), ensure_ascii=False))
+            else:
+                await self.ws.send_text(self.outbox.get_nowait())
         await self.ws.close(code=1008, reason="the client does not read what it asked for")
 
     # -- frames -------------------------------------------------------------
@@ -211,10 +217,14 @@ class Connection:
         self.send({"v": frames.VERSION, "type": "cancelled", "id": f.id, "conversation": f.conversation, "cancelled": n})
 
     # -- events -----------------------------------------------------------------
-    def event_frame(self, ev: Event) -> dict[str, Any] | None:
-        """The frame for ``ev`` as this user may see it (None: not for them)."""
+    def event_frame(self, ev: Event) -> str | None:
+        """The frame for ``ev`` as this user may see it, as JSON text (None: not for them).
+
+        The event's JSON is made once, by the journal, and spliced into every client's frame."""
         shown = visible_event(self.user, self.swarm.config, ev)
-        return None if shown is None else {"v": frames.VERSION, "type": "event", **shown.model_dump(mode="json")}
+        if shown is None:
+            return None
+        return _FRAME_HEAD + shown.json_text()[1:]
 
     async def close(self) -> None:
         for conv in list(self.subs):
