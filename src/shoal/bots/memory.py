@@ -141,7 +141,15 @@ class MemoryBot(Bot):
         found = await self.ctx.memories.search(
             q.user_id, q.text, limit=q.limit, bots=bots, exclude_raw_from=q.visible, wait_for_vectors=False
         )
-        return RecallResult(items=[item(m) for m in found])
+        items = [item(m) for m in found]
+        # --- edge hook (issue 16): observations and facts of the edge nodes granted to this
+        # user, by node, place and time ("what happened in the garage last night?"); [] unless
+        # [edge.hub] is enabled. Own tables and grants: see shoal/edge/recall.py.
+        if "user" in scopes:
+            from shoal.edge.recall import recall_items
+
+            items = await recall_items(self.ctx.conversations.db, self.ctx.config, q.user_id, q.text, limit=min(q.limit, 3)) + items
+        return RecallResult(items=items)
 
     async def on_consent_decision(self, d: ConsentDecision) -> Ack:
         stored = await self.ctx.memories.settle_pending(d.pending_ids, approve=d.approved)

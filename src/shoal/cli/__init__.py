@@ -33,6 +33,9 @@ def _register() -> None:
     from shoal.cli import cluster
 
     app.add_typer(cluster.app, name="cluster")
+    from shoal.cli import edge
+
+    app.add_typer(edge.app, name="edge")
 
 
 def setup_logging() -> None:

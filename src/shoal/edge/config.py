@@ -186,6 +186,7 @@ class EdgeConfig(_Strict):
         default="local", description='[[servers]] entry that phrases observations ("" or "none": templates only)'
     )
     cooldown: float = Field(default=1800.0, ge=0, description="seconds before the same finding is noted again")
+    embed: bool = Field(default=True, description="embed observations (MiniLM) for `shoal edge search`; false: keywords only")
     facts_interval: float = Field(default=3600.0, gt=0, description="seconds between updates of the local facts")
     min_free_mb: float = Field(default=64, ge=0, description="below this much free disk, synced history is thinned first")
     retention: RetentionConfig = Field(default_factory=RetentionConfig)

@@ -147,25 +147,29 @@ class SensorLog:
             log.info("retention removed %s", removed)
         return removed
 
-    async def thin(self, need_bytes: int) -> int:
-        """Disk nearly full: remove the oldest readings the hub already has, until ``need_bytes`` are free.
+    async def thin(self, rows: int) -> int:
+        """Disk (nearly) full: remove up to ``rows`` of the oldest readings the hub already has.
 
         They were aggregated first and the hub keeps them raw, so nothing is
-        lost; readings the hub lacks are never touched. Returns rows removed.
+        lost. SQLite reuses the freed pages for new readings, so the file
+        stops growing (it does not shrink). Readings the hub lacks are never
+        touched. Returns the rows removed.
         """
         j = self.journal
-        await self.aggregate()
+        try:
+            await self.aggregate()
+        except Exception:  # on a full disk even the aggregates may not fit; thin anyway, they are at the hub
+            log.debug("aggregation before thinning failed", exc_info=True)
         st = await j.state()
         agg_upto = await j.seq_at(int(st.get("agg_until", "0"))) - 1
         limit = min(j.acked, agg_upto) if self.has_hub else agg_upto
-        total = 0
         lo = await j.oldest()
-        while lo <= limit and self.free_bytes() < need_bytes:
-            hi = min(limit, lo + DELETE_CHUNK - 1)
-            total += await self._delete_readings(hi, start=lo)
-            lo = hi + 1
+        if lo > limit:
+            return 0
+        # readings are most of the rows, so a seq span of about ``rows`` removes about that many
+        total = await self._delete_readings(min(limit, lo + rows - 1), start=lo)
         if total:
-            log.warning("disk nearly full: removed %d of the oldest readings (the hub has them)", total)
+            log.warning("disk nearly full: removed %d of the oldest readings (the hub has them) to make room", total)
         return total
 
     async def _delete_readings(self, upto: int, *, start: int | None = None) -> int:

@@ -26,6 +26,7 @@ Sensor readings travel at about 4–5 bytes each (bench/edge_sync.py measures it
 
 from __future__ import annotations
 
+import itertools
 import json
 import struct
 import zlib
@@ -92,8 +93,10 @@ def _unshuffle(b: bytes, dtype: Any, n: int) -> np.ndarray:
 def encode(node: str, uid: str, first: int, last: int, rows: Sequence[Sequence[Any]]) -> bytes:
     """Rows ``(seq, hlc, kind, sensor, value, wall, body)`` of the range [first, last] → one message."""
     n = len(rows)
-    if n == 0:
-        raise ValueError("an empty batch")
+    if n == 0:  # the whole range was removed on the node before it could be sent
+        header = {"v": 1, "node": node, "uid": uid, "first": first, "last": last, "n": 0, "pruned": [[first, last]]}
+        head = json.dumps(header, separators=(",", ":")).encode()
+        return MAGIC + struct.pack("<I", len(head)) + head
     seq = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
     hlc = np.fromiter((r[1] for r in rows), dtype=np.int64, count=n)
     kind = np.fromiter((r[2] for r in rows), dtype=np.uint8, count=n)
@@ -144,6 +147,13 @@ def decode(data: bytes) -> Batch:
         header = json.loads(data[8 : 8 + hlen])
         if header.get("v") != 1:
             raise WireError(f"batch format v{header.get('v')} is newer than this hub understands; upgrade shoal")
+        if int(header["n"]) == 0:
+            empty_i, empty_f = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+            return Batch(
+                node=str(header["node"]), uid=str(header["uid"]), first=int(header["first"]), last=int(header["last"]),
+                seq=empty_i, hlc=empty_i, kind=np.zeros(0, dtype=np.uint8), sensor=np.zeros(0, dtype=np.uint16),
+                value=empty_f, wall=empty_i, pruned=[(int(a), int(b)) for a, b in header["pruned"]],
+            )
         body = zlib.decompress(data[8 + hlen :])
         n = int(header["n"])
         sizes = header["sizes"]
@@ -172,8 +182,8 @@ def decode(data: bytes) -> Batch:
     )
 
 
-def rows_of(b: Batch) -> list[tuple[Any, ...]]:
-    """The batch back as rows ``(seq, hlc, kind, sensor, value, wall, body)``.
+def rows_of(b: Batch, node: int | None = None) -> list[tuple[Any, ...]]:
+    """The batch back as rows ``(seq, hlc, kind, sensor, value, wall, body)``, each led by ``node`` if given.
 
     Readings-only batches are the bulk of a backlog: the None fix-ups run only
     where a column has them.
@@ -192,4 +202,7 @@ def rows_of(b: Batch) -> list[tuple[Any, ...]]:
     bodies: list[Any] = [None] * n
     for i, body in b.bodies.items():
         bodies[i] = body
-    return list(zip(b.seq.tolist(), hlc, b.kind.tolist(), sensors, values, walls, bodies))
+    cols = (b.seq.tolist(), hlc, b.kind.tolist(), sensors, values, walls, bodies)
+    if node is not None:
+        return list(zip(itertools.repeat(node, n), *cols))
+    return list(zip(*cols))
