@@ -342,7 +342,11 @@ class Journal:
         return None
 
     async def set_state(self, **values: Any) -> None:
-        """Persist node state (acked, published, last_sync, offset_ms, ...)."""
+        """Persist node state (acked, published, last_sync, offset_ms, ...).
+
+        The in-memory ``acked``/``published`` are not touched: sync owns them,
+        and an ack that lands while this write runs must not be undone by it.
+        """
 
         def fn(c: Conn) -> None:
             c.executemany(
@@ -351,10 +355,6 @@ class Journal:
             )
 
         await self.write(fn)
-        if "acked" in values:
-            self.acked = int(values["acked"])
-        if "published" in values:
-            self.published = int(values["published"])
 
     async def state(self) -> dict[str, str]:
         return await self.db.read(lambda c: {r[0]: r[1] for r in c.execute("SELECT key, value FROM state")})

@@ -130,6 +130,7 @@ class EdgeSync:
             try:
                 done = await self._session(nc, stop, target)
                 if done:
+                    await self._persist(force=True)
                     return True
             except Exception as exc:
                 self._offline(f"sync interrupted: {type(exc).__name__}: {exc}")
@@ -245,16 +246,20 @@ class EdgeSync:
         try:
             await asyncio.wait_for(fut, timeout=30)
         except nats.js.errors.NoStreamResponseError:
-            self.status.last_error = f"no JetStream stream takes {self.prefix}.{self.node}.batch"
+            why = f"no JetStream stream takes {self.prefix}.{self.node}.batch"
+            if self.status.last_error != why:
+                log.warning("%s; start the hub (`shoal up` with [edge.hub] enabled) once: it creates the stream", why)
+            self.status.last_error = why
             self.status.hint = "start the hub (`shoal up` with [edge.hub] enabled) once: it creates the stream"
-            log.warning("%s; %s", self.status.last_error, self.status.hint)
             return first
         except nats.js.errors.APIError as exc:
             # typically the stream is full (the hub has been away): wait, the hub drains it
-            self.status.last_error = f"the stream refused a batch: {exc.description or exc}"
+            why = f"the stream refused a batch: {exc.description or exc}"
+            if self.status.last_error != why:
+                log.info("%s", why)
+            self.status.last_error = why
             self.status.hint = "the hub is behind or away; the node waits and resends"
             self.status.waits += 1
-            log.info("%s", self.status.last_error)
             return first
         except asyncio.TimeoutError:
             raise TimeoutError("no ack from the stream within 30 s") from None
