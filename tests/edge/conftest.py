@@ -160,7 +160,7 @@ pull_after = 2
 
 
 def env_for(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_") or k == "SHOAL_LOG_LEVEL"}
     env.update(SHOAL_HOME=str(home), PYTHONPATH=str(ROOT / "src"), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     return env
 

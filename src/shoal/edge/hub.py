@@ -242,7 +242,7 @@ class EdgeHub:
             for node in self.store.known():
                 holes = self.store.holes(node.name)
                 quiet = now - max(node.last_batch or 0, node.first_seen) > self.config.hub.pull_after
-                alive = node.last_seen is not None and now - node.last_seen < 120
+                alive = now - max(node.last_seen or 0, node.last_batch or 0) < 120
                 if not holes or not quiet or not alive:
                     continue
                 try:

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 DB_NAME = "edge.db"
 RETENTION_EVERY = 600.0
 STATUS_EVERY = 5.0
+#: at stop, how long the node waits for the hub to take its last entries
+STOP_SYNC_SECONDS = 5.0
 
 
 def sensor_configs(cfg: EdgeConfig) -> list[Any]:
@@ -68,6 +70,7 @@ class EdgeNode:
         self._backend: Any = None
         self._stop = asyncio.Event()
         self._sensor_stop = asyncio.Event()
+        self._sync_stop = asyncio.Event()
         self._sensor_tasks: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._on_note: list[Callable[[Any], None]] = []
@@ -109,7 +112,7 @@ class EdgeNode:
         self._tasks.append(asyncio.create_task(self._upkeep(), name="edge:upkeep"))
         if self.config.nats:
             self.sync = EdgeSync(j, self.config)
-            self._tasks.append(asyncio.create_task(self.sync.run(self._stop), name="edge:sync"))
+            self._sync_task = asyncio.create_task(self.sync.run(self._sync_stop), name="edge:sync")
         if self.config.embed:
             from shoal.edge.search import NoteIndex
 
@@ -154,6 +157,19 @@ class EdgeNode:
                 pass
         self._stop.set()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.sync is not None:
+            # the last entries go out now if the hub is reachable (bounded: stopping must not hang)
+            deadline = time.monotonic() + STOP_SYNC_SECONDS
+            while self.sync.status.connected and self.journal and self.journal.acked < self.journal.head:
+                if time.monotonic() > deadline:
+                    break
+                self.sync.wake()
+                await asyncio.sleep(0.05)
+            if self.journal and self.journal.acked < self.journal.head:
+                log.info("stopping with %d entries the hub does not have yet (%s); they go at the next sync",
+                         self.journal.head - self.journal.acked, self.sync.status.state)
+            self._sync_stop.set()
+            await asyncio.gather(self._sync_task, return_exceptions=True)
         if self.dashboard is not None:
             await self.dashboard.stop()
         if self._backend is not None:

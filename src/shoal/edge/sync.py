@@ -168,7 +168,8 @@ class EdgeSync:
             j = self.journal
             hello = await self._hello(nc)
             cursor = (hello + 1) if hello is not None else (max(j.published, j.acked) + 1)
-            next_hello = time.monotonic() + HEARTBEAT
+            # a hub that did not answer is asked again soon: it tells us what it lacks
+            next_hello = time.monotonic() + (HEARTBEAT if hello is not None else 5.0)
             inflight: list[tuple[int, int, Any]] = []  # (first, last, future)
             max_payload = max(64 * 1024, int(getattr(nc, "max_payload", 1 << 20)) - 4096)
             while not stop.is_set():
@@ -177,7 +178,7 @@ class EdgeSync:
                     return True
                 if time.monotonic() >= next_hello:
                     contig = await self._hello(nc)
-                    next_hello = time.monotonic() + HEARTBEAT
+                    next_hello = time.monotonic() + (HEARTBEAT if contig is not None else 5.0)
                     if contig is not None and contig + 1 < cursor and not inflight and contig < j.acked:
                         cursor = contig + 1  # the hub lost what it had acknowledged: send it again
                 if self._pull_from is not None:
@@ -191,7 +192,11 @@ class EdgeSync:
                     self.status.state = "waiting for hub" if waiting else ("caught up" if j.acked >= j.head else "syncing")
                     if waiting:
                         self.status.waits += 1
-                    await self._drain(inflight)
+                    failed = await self._drain(inflight)
+                    if failed is not None:  # the stream did not take it: send again from there
+                        cursor = min(cursor, failed)
+                        await sleep_or_stop(stop, 2.0)
+                        continue
                     await self._persist()
                     if target is not None and j.acked >= target:
                         continue
@@ -217,8 +222,8 @@ class EdgeSync:
                 while len(inflight) >= self.config.window:
                     failed = await self._settle(inflight.pop(0))
                     if failed is not None:
-                        cursor = failed
                         await self._drain(inflight)
+                        cursor = failed
                         await sleep_or_stop(stop, 2.0)
                         break
             return False
@@ -265,13 +270,20 @@ class EdgeSync:
             raise TimeoutError("no ack from the stream within 30 s") from None
         self.status.sent_batches += 1
         self.status.sent_entries += last - first + 1
+        if self.status.last_error and self.status.last_error.startswith(("no JetStream", "the stream refused")):
+            self.status.last_error = self.status.hint = None
         if last > self.journal.published:
             self.journal.published = last
         return None
 
-    async def _drain(self, inflight: list[tuple[int, int, Any]]) -> None:
+    async def _drain(self, inflight: list[tuple[int, int, Any]]) -> int | None:
+        """Await every publish in flight; the first seq to send again, or None when all were stored."""
+        failed: int | None = None
         while inflight:
-            await self._settle(inflight.pop(0))
+            f = await self._settle(inflight.pop(0))
+            if f is not None and failed is None:
+                failed = f
+        return failed
 
     async def _hello(self, nc: Any) -> int | None:
         """Tell the hub who we are; returns its contig, or None when no hub answers."""
@@ -334,6 +346,7 @@ class EdgeSync:
             contig = int(rep["contig"])
         except (ValueError, KeyError, TypeError):
             return
+        log.debug("hub ack: contig %d (acked %d)", contig, self.journal.acked)
         if contig > self.journal.acked:
             self.journal.acked = contig
             self.status.last_sync = time.time()
