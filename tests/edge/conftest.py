@@ -171,12 +171,13 @@ class Proc:
     def __init__(self, home: Path, *args: str) -> None:
         self.home = home
         self.args = args
-        self.log = tempfile.NamedTemporaryFile(prefix="shoal-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen([sys.executable, "-m", "shoal", *args], env=env_for(home),
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.path = Path(tempfile.mkstemp(prefix=f"shoal-{args[0]}-", suffix=".log", dir=home.parent)[1])
+        with open(self.path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "shoal", *args], env=env_for(home),
+                                         stdout=log, stderr=subprocess.STDOUT)
 
     def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
+        return self.path.read_text(errors="replace")
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -204,9 +205,16 @@ def make_home(base: Path, name: str, toml: str) -> Path:
 
 
 def journal_facts(home: Path) -> dict[str, Any]:
-    """What a node's journal holds: head, count, min/max seq, and a digest of every entry."""
+    """What a node's journal holds: head, count, min/max seq, and every entry."""
+    empty = {"head": 0, "count": 0, "min": None, "max": None, "rows": [], "uid": None}
+    if not (home / "edge.db").exists():
+        return empty
     c = sqlite3.connect(f"file:{home / 'edge.db'}?mode=ro", uri=True, timeout=30)
     try:
+        if c.execute("SELECT count(*) FROM sqlite_master WHERE name = 'state'").fetchone()[0] == 0:
+            return empty
+        if c.execute("SELECT count(*) FROM state WHERE key = 'head'").fetchone()[0] == 0:
+            return empty
         head = int(c.execute("SELECT value FROM state WHERE key = 'head'").fetchone()[0])
         n, lo, hi = c.execute("SELECT count(*), min(seq), max(seq) FROM journal").fetchone()
         rows = c.execute("SELECT seq, hlc, kind, sensor, value FROM journal ORDER BY seq").fetchall()
@@ -218,17 +226,20 @@ def journal_facts(home: Path) -> dict[str, Any]:
 
 def hub_facts(home: Path, node: str) -> dict[str, Any]:
     """What the hub holds for a node, counted by (node, seq)."""
+    nothing = {"count": 0, "distinct": 0, "contig": 0, "rows": [], "duplicates": 0, "conflicts": 0}
+    if not (home / "shoal.db").exists():
+        return nothing
     c = sqlite3.connect(f"file:{home / 'shoal.db'}?mode=ro", uri=True, timeout=30)
     try:
         row = c.execute("SELECT id, contig, duplicates, conflicts FROM edge_nodes WHERE name = ?", (node,)).fetchone()
         if row is None:
-            return {"count": 0, "distinct": 0, "contig": 0, "rows": [], "duplicates": 0, "conflicts": 0}
+            return nothing
         nid = row[0]
         n, distinct = c.execute("SELECT count(*), count(DISTINCT seq) FROM edge_entries WHERE node = ?", (nid,)).fetchone()
         rows = c.execute("SELECT seq, hlc, kind, sensor, value FROM edge_entries WHERE node = ? ORDER BY seq", (nid,)).fetchall()
         return {"count": n, "distinct": distinct, "contig": row[1], "duplicates": row[2], "conflicts": row[3], "rows": rows}
     except sqlite3.OperationalError:  # the hub has not created its tables yet
-        return {"count": 0, "distinct": 0, "contig": 0, "rows": [], "duplicates": 0, "conflicts": 0}
+        return nothing
     finally:
         c.close()
 
@@ -259,3 +270,36 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t if self.t is not None else time.time() + self.shift
+
+
+def backlog(home: Path, node: str, n: int, *, step_ms: int = 100) -> int:
+    """Give a node's journal ``n`` readings of "temp" written in the past (a node that was offline); returns its head."""
+    import asyncio
+
+    from shoal.edge.journal import READING, Journal, NewEntry
+
+    async def go() -> int:
+        clock = Clock(time.time() - n * step_ms / 1000 - 5)
+        j = await Journal.open(home / "edge.db", node=node, wall=clock)
+        s = await j.declare_sensor("temp", "simulated", "°C")
+        t0 = j.wall_ms() + 1
+        for i in range(0, n, 20_000):
+            await j.append([NewEntry(READING, t0 + k * step_ms, s.id, round(20 + (k % 97) / 10, 1))
+                            for k in range(i, min(n, i + 20_000))])
+        head = j.head
+        await j.close()
+        return head
+
+    return asyncio.run(go())
+
+
+def edge_status(home: Path, *, check: bool = True) -> dict[str, Any]:
+    """``shoal edge status --json`` of a node, as a person would run it ({} if it fails and not ``check``)."""
+    import json
+
+    out = subprocess.run([sys.executable, "-m", "shoal", "edge", "status", "--json"], env=env_for(home),
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0 and not check:
+        return {}
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)  # type: ignore[no-any-return]

@@ -202,8 +202,7 @@ def status(as_json: bool = typer.Option(False, "--json")) -> None:
     asyncio.run(_status(Env.load(), as_json))
 
 
-def node_status(st: dict[str, str], head: int, storage: dict[str, Any]) -> dict[str, Any]:
-    live = json.loads(st["live"]) if st.get("live") else {}
+def node_status(st: dict[str, str], head: int, storage: dict[str, Any], live: dict[str, Any]) -> dict[str, Any]:
     running = bool(live) and time.time() - float(live.get("updated", 0)) < 30 and _alive(int(live.get("pid", 0)))
     acked = int(st.get("acked", 0))
     return {
@@ -232,10 +231,12 @@ def _alive(pid: int) -> bool:
 async def _status(env: Env, as_json: bool) -> None:
     from shoal.edge.log import SensorLog
 
+    from shoal.edge.node import STATUS_NAME, StatusFile
+
     async with _Open(env) as j:
         st = await j.state()
         storage = await SensorLog(j, env.config.edge.retention, has_hub=bool(env.config.edge.nats)).storage()
-        data = node_status(st, j.head, storage)
+        data = node_status(st, j.head, storage, StatusFile.read(env.settings.home / STATUS_NAME))
     data["hub"] = env.config.edge.nats or None
     if as_json:
         out.print_json(json.dumps(data))

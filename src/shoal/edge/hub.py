@@ -28,13 +28,15 @@ from typing import Any
 from shoal.edge.config import EdgeConfig
 from shoal.edge.hubstore import HubStore
 from shoal.edge.journal import is_disk_full
-from shoal.edge.sync import nats_options, quiet_callback, sleep_or_stop
+from shoal.edge.sync import Lost, nats_options, quiet_callback, sleep_or_stop
 from shoal.edge.wire import Batch, WireError, decode
 from shoal.store.db import Database
 
 log = logging.getLogger(__name__)
 
 CONSUMER = "shoal-hub"
+#: seconds before the stream hands a batch that was not acknowledged to the hub again
+ACK_WAIT = 10.0
 
 
 @dataclass
@@ -90,9 +92,10 @@ class EdgeHub:
         delay = 1.0
         while not self._stop.is_set():
             self.status.state = "connecting"
+            lost = Lost()
             try:
                 nc = await nats.connect(**nats_options(self.config.hub_nats, self.config.nats_token_env, "shoal-hub"),
-                                        error_cb=quiet_callback, disconnected_cb=quiet_callback, reconnected_cb=quiet_callback)
+                                        error_cb=quiet_callback, disconnected_cb=lost.set, closed_cb=lost.set)
             except Exception as exc:
                 self._trouble(f"cannot reach NATS at {self.config.hub_nats}: {type(exc).__name__}: {exc}",
                               "start nats-server with JetStream (-js) there, or fix edge.hub.nats")
@@ -102,6 +105,7 @@ class EdgeHub:
                 continue
             delay = 1.0
             self._nc = nc
+            self._lost = lost
             try:
                 await self._session(nc)
             except Exception as exc:
@@ -129,7 +133,9 @@ class EdgeHub:
 
         psub = await js.pull_subscribe(
             f"{self.prefix}.*.batch", durable=CONSUMER, stream=self.config.stream,
-            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=120, max_deliver=-1,
+            # a batch handed to a hub that died is redelivered after ack_wait: short, and kept
+            # alive with in_progress() while a long commit runs
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=ACK_WAIT, max_deliver=-1,
                                   max_ack_pending=max(64, self.config.hub.fetch * 4), deliver_policy=DeliverPolicy.ALL),
         )
         hello = await nc.subscribe(f"{self.prefix}.hub.hello", cb=self._on_hello)
@@ -164,8 +170,7 @@ class EdgeHub:
         import nats.errors
 
         while not self._stop.is_set():
-            if nc.is_closed:
-                raise ConnectionError("the connection closed")
+            self._lost.check(self.config.hub_nats)
             try:
                 msgs = await psub.fetch(self.config.hub.fetch, timeout=1)
             except (nats.errors.TimeoutError, asyncio.TimeoutError):
@@ -182,6 +187,7 @@ class EdgeHub:
                 await m.term()
         if not good:
             return
+        keepalive = asyncio.create_task(_keep_alive([m for m, _ in good]))
         try:
             results = await self.store.ingest([b for _, b in good])
         except Exception as exc:
@@ -195,6 +201,9 @@ class EdgeHub:
                 await m.nak(delay=5)
             await sleep_or_stop(self._stop, 2.0)
             return
+        finally:
+            keepalive.cancel()
+            await asyncio.gather(keepalive, return_exceptions=True)
         if self.status.state != "running":
             self.status.state, self.status.last_error, self.status.hint = "running", None, None
         for m, b in good:
@@ -257,6 +266,17 @@ class EdgeHub:
         from dataclasses import asdict
 
         return asdict(self.status)
+
+
+async def _keep_alive(msgs: list[Any]) -> None:
+    """Tell the stream these batches are still being worked on (a commit can outlast ack_wait on a slow disk)."""
+    while True:
+        await asyncio.sleep(ACK_WAIT / 2)
+        for m in msgs:
+            try:
+                await m.in_progress()
+            except Exception:
+                return
 
 
 def _decode_all(datas: list[bytes]) -> list[Batch | str]:

@@ -46,7 +46,7 @@ HEARTBEAT = 30.0
 
 @dataclass
 class SyncStatus:
-    state: str = "offline"  # offline | connecting | syncing | caught up | waiting for hub | error
+    state: str = "starting"  # starting | connecting | syncing | caught up | waiting for hub | offline | error
     connected: bool = False
     hub_answering: bool = False
     last_sync: float | None = None
@@ -63,9 +63,12 @@ class SyncStatus:
 def nats_options(url: str, token_env: str, name: str) -> dict[str, Any]:
     import os
 
+    # no reconnecting inside the client: requests in flight would hang until their timeouts. A lost
+    # connection ends the session at once, and the caller's loop connects afresh (with backoff)
     opts: dict[str, Any] = {
-        "servers": [url], "name": name, "allow_reconnect": True, "max_reconnect_attempts": -1,
-        "reconnect_time_wait": 1, "connect_timeout": 3, "ping_interval": 10, "max_outstanding_pings": 3,
+        # (nats-py retries the first connect max_reconnect_attempts times even so: 1 = fail in ~0.5 s)
+        "servers": [url], "name": name, "allow_reconnect": False, "max_reconnect_attempts": 1,
+        "reconnect_time_wait": 0.5, "connect_timeout": 3, "ping_interval": 5, "max_outstanding_pings": 2,
     }
     if token_env:
         token = os.environ.get(token_env)
@@ -79,6 +82,21 @@ def nats_options(url: str, token_env: str, name: str) -> dict[str, Any]:
 
 async def quiet_callback(*_: Any) -> None:
     """nats-py callbacks: the sync loop reports connection trouble itself."""
+
+
+class Lost:
+    """Set when a NATS connection drops; waits elsewhere give up at once instead of timing out."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    async def set(self, *_: Any) -> None:
+        """The nats-py callback (it must be a coroutine function)."""
+        self.event.set()
+
+    def check(self, url: str) -> None:
+        if self.event.is_set():
+            raise ConnectionError(f"lost the connection to {url}")
 
 
 class EdgeSync:
@@ -95,6 +113,7 @@ class EdgeSync:
         self._pull_from: int | None = None
         self._hub_contig: int | None = None
         self._persisted = (journal.acked, journal.published)
+        self._lost = Lost()
 
     # -- outside ----------------------------------------------------------------------
     def wake(self) -> None:
@@ -113,14 +132,16 @@ class EdgeSync:
         target = self.journal.head if until_caught_up else None
         delay = 1.0
         while not stop.is_set():
-            self.status.state = "connecting"
+            if self.status.state != "offline":  # after a failure it stays offline until a connection works
+                self.status.state = "connecting"
+            self._lost = lost = Lost()
             try:
                 nc = await nats.connect(
                     **nats_options(self.config.nats, self.config.nats_token_env, f"shoal-edge-{self.node}"),
-                    error_cb=quiet_callback, disconnected_cb=quiet_callback, reconnected_cb=quiet_callback,
+                    error_cb=quiet_callback, disconnected_cb=lost.set, closed_cb=lost.set,
                 )
             except Exception as exc:  # nats raises OSError, TimeoutError, NoServersError...
-                self._offline(f"cannot reach the hub's NATS server at {self.config.nats}: {type(exc).__name__}: {exc}")
+                self._offline(f"cannot reach the hub's NATS server at {self.config.nats} ({type(exc).__name__})")
                 if await sleep_or_stop(stop, delay):
                     break
                 delay = min(delay * 2, 30.0)
@@ -173,14 +194,16 @@ class EdgeSync:
             inflight: list[tuple[int, int, Any]] = []  # (first, last, future)
             max_payload = max(64 * 1024, int(getattr(nc, "max_payload", 1 << 20)) - 4096)
             while not stop.is_set():
+                self._lost.check(self.config.nats)
                 if target is not None and j.acked >= target:
                     self.status.state = "caught up"
                     return True
                 if time.monotonic() >= next_hello:
+                    before = j.acked
                     contig = await self._hello(nc)
                     next_hello = time.monotonic() + (HEARTBEAT if contig is not None else 5.0)
-                    if contig is not None and contig + 1 < cursor and not inflight and contig < j.acked:
-                        cursor = contig + 1  # the hub lost what it had acknowledged: send it again
+                    if contig is not None and contig < before:
+                        cursor = min(cursor, contig + 1)  # the hub lost what it had acknowledged: send it again
                 if self._pull_from is not None:
                     cursor = min(cursor, self._pull_from)
                     self._pull_from = None
@@ -201,9 +224,9 @@ class EdgeSync:
                     if target is not None and j.acked >= target:
                         continue
                     if waiting:  # until the hub commits something (or 5 s, then look again)
-                        await _first(stop, self._acked, self._wake, timeout=5.0)
+                        await _first(stop, self._acked, self._wake, self._lost.event, timeout=5.0)
                     else:  # caught up: new entries go out together every sync_interval
-                        await _first(stop, self._wake, self._acked if j.acked < j.head else stop,
+                        await _first(stop, self._wake, self._acked if j.acked < j.head else stop, self._lost.event,
                                      timeout=self.config.sync_interval)
                     continue
                 self.status.state = "syncing"
@@ -249,7 +272,15 @@ class EdgeSync:
 
         first, last, fut = item
         try:
-            await asyncio.wait_for(fut, timeout=30)
+            lost = asyncio.ensure_future(self._lost.event.wait())
+            try:
+                done, _ = await asyncio.wait({fut, lost}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                lost.cancel()
+            if fut not in done:
+                self._lost.check(self.config.nats)
+                raise asyncio.TimeoutError
+            fut.result()
         except nats.js.errors.NoStreamResponseError:
             why = f"no JetStream stream takes {self.prefix}.{self.node}.batch"
             if self.status.last_error != why:
