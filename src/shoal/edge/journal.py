@@ -165,11 +165,16 @@ class EdgeDatabase(Database):
         return self
 
 
-def is_disk_full(exc: BaseException) -> bool:
+def is_disk_full(exc: BaseException | None) -> bool:
+    """ENOSPC, or SQLite's "database or disk is full" (also when it hides behind a failed rollback)."""
+    if exc is None:
+        return False
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
     text = str(exc).lower()
-    return type(exc).__name__ in ("OperationalError", "DatabaseError") and ("full" in text or "disk i/o" in text)
+    if type(exc).__name__ in ("OperationalError", "DatabaseError") and ("full" in text or "disk i/o" in text):
+        return True
+    return is_disk_full(exc.__context__) if exc.__context__ is not exc else False
 
 
 def disk_full(path: Path, exc: BaseException) -> DiskFull:
@@ -249,9 +254,13 @@ class Journal:
 
         def fn(c: Conn) -> list[Entry]:
             head = int(c.execute("SELECT value FROM state WHERE key = 'head'").fetchone()[0])
+            # compared with the last *committed* device time (it rolls back with a failed write,
+            # so readings retried after a full disk are not mistaken for a clock jump)
+            prev_wall = int(c.execute("SELECT value FROM state WHERE key = 'last_wall'").fetchone()[0])
             out: list[Entry] = []
             for it in items:
-                jump = self.clock.behind(it.wall_ms)
+                jump = prev_wall - it.wall_ms
+                prev_wall = it.wall_ms
                 if jump > WALL_TOLERANCE_MS:
                     head += 1
                     text = f"the device clock went back {jump / 1000:.1f} s"
@@ -260,7 +269,7 @@ class Journal:
                 head += 1
                 wall = it.wall_ms if abs(it.wall_ms - physical(ts)) > WALL_TOLERANCE_MS else None
                 out.append(Entry(head, ts, it.kind, it.sensor, it.value, wall, it.body))
-            self._insert(c, out)
+            self._insert(c, out, last_wall=prev_wall)
             return out
 
         entries = await self.write(fn)
@@ -270,7 +279,7 @@ class Journal:
                 log.warning("%s; timestamps stay in order (hybrid logical clock). Check NTP or the RTC.", e.body["text"])  # type: ignore[index]
         return entries
 
-    def _insert(self, c: Conn, out: list[Entry]) -> None:
+    def _insert(self, c: Conn, out: list[Entry], last_wall: int | None = None) -> None:
         c.executemany(
             "INSERT INTO journal (seq, hlc, kind, sensor, value, wall, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
             [(e.seq, e.hlc, e.kind, e.sensor, e.value, e.wall,
@@ -280,10 +289,10 @@ class Journal:
             if e.kind in (OBSERVATION, FACT) and e.body:
                 self._note(c, e)
         last = out[-1]
-        c.executemany(
-            "UPDATE state SET value = ? WHERE key = ?",
-            [(str(last.seq), "head"), (str(self.clock.last), "hlc"), (str(self.clock.last_wall), "last_wall")],
-        )
+        values = [(str(last.seq), "head"), (str(self.clock.last), "hlc")]
+        if last_wall is not None:
+            values.append((str(last_wall), "last_wall"))
+        c.executemany("UPDATE state SET value = ? WHERE key = ?", values)
 
     @staticmethod
     def _note(c: Conn, e: Entry) -> None:
