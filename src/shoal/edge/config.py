@@ -118,7 +118,7 @@ class GpioSensor(_Sensor):
     kind: Literal["gpio"] = "gpio"
     pin: int | str = Field(description='BCM number or gpiozero name, e.g. 17 or "GPIO17"')
     device: Literal["motion", "button", "digital"] = "digital"
-    pull_up: bool = False
+    pull_up: bool | None = Field(default=None, description="button/digital: internal pull-up (default: gpiozero's own)")
 
 
 SensorConfig = Annotated[

@@ -37,7 +37,7 @@ class GpioSource(Sensor):
             self.config.device
         ]
         kwargs: dict[str, Any] = {}
-        if self.config.device != "motion":
+        if self.config.device != "motion" and self.config.pull_up is not None:
             kwargs["pull_up"] = self.config.pull_up
         try:
             self.device = cls(self.config.pin, **kwargs)
