@@ -106,7 +106,7 @@ class Observer:
             if self.location:
                 body["location"] = self.location
             out.append(NewEntry(OBSERVATION, j.wall_ms(), body=body))
-        written = await j.append(out) if out else []
+        written = [e for e in (await j.append(out) if out else []) if e.kind == OBSERVATION]
         await j.set_state(observed_upto=head)
         self.looks += 1
         self.noted += len(written)

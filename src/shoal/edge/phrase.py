@@ -4,7 +4,8 @@ The model gets the finding in words plus the cited readings' values and
 writes one sentence under a JSON schema. The sentence is kept only if every
 number in it (digits or number words) is one of the cited readings' values
 as written — rounding to the decimals shown is allowed, nothing else — and it
-does not say the opposite direction of the finding ("fell" for a rise). One
+does not say the opposite direction of the finding ("fell" for a rise) or
+claim a span of time ("all week") the readings cannot show. One
 retry, then the templated sentence, which is built from the same values and
 so always passes (DESIGN.md §5: never store an ungrounded number).
 """
@@ -37,8 +38,11 @@ OPPOSITE = {
     "low": r"\b(high|higher|above|rose|climb\w*)\b",
     "unusual_high": r"\b(lower than usual|below)\b",
     "unusual_low": r"\b(higher than usual|above)\b",
-    "quiet": r"\b(detected|activity was seen|busy)\b",
+    "quiet": r"\b(detected|was active|became active|activity was seen)\b",
 }
+
+#: spans of time a sentence may not claim: the readings it cites do not say how long (the model likes "all week")
+_TIME_CLAIM = re.compile(r"\b(weeks?|months?|years?|yesterday|tomorrow|today|hours|minutes|days|all day|all night|recently|previous day|the day before)\b", re.I)
 
 SCHEMA = {
     "type": "object",
@@ -104,6 +108,9 @@ def check(f: Finding, text: str) -> str | None:
     opposite = OPPOSITE.get(f.rule)
     if opposite and re.search(opposite, text, re.I):
         return "says the opposite of what the readings show"
+    claim = _TIME_CLAIM.search(text)
+    if claim:
+        return f"claims a span of time ({claim.group(0)!r}) the readings do not show"
     return None
 
 
@@ -175,7 +182,8 @@ class Phraser:
             "Write one short sentence for a log. Use no other numbers and no times."
         )
         if retry_note:
-            user += f"\nYour last sentence was refused: it {retry_note}."
+            # not the reason itself: a small model repeats it ("... but it is not a span of time")
+            user += "\nYour last sentence was refused. Write it again, plainly, with only the values above."
         req = GenerateRequest(
             messages=[
                 ChatMessage("system", "You write short, factual log sentences about what a home sensor noticed."),
@@ -185,7 +193,7 @@ class Phraser:
                 ChatMessage("user", user),
             ],
             model=self.model,
-            sampling=SamplingParams(max_tokens=80, temperature=0.2),
+            sampling=SamplingParams(max_tokens=64, temperature=0.2),
             json_schema=SCHEMA,
             priority=Priority.THINKING,
             owner="edge-observer",
