@@ -103,11 +103,14 @@ async def recall(db: Database, edge_config: Any, user: User, text: str, *, limit
         else:
             picked += [{**n, "why": "named node"} for n in await store.notes(names, kinds=("observation",), limit=limit)]
             picked += [{**n, "why": "named node"} for n in await store.notes(names, kinds=("fact",), limit=2)]
-    words = [w for w in re.findall(r"[a-z0-9]{4,}", text.lower()) if w not in _STOP]
+    # the rest by content words; a node's own name or place matches all of its notes, so it is no keyword
+    places = {w for n in nodes for w in re.findall(r"[a-z0-9]+", f"{n.name} {n.location} {n.site}".lower())}
+    words = [w for w in re.findall(r"[a-z0-9]{4,}", text.lower()) if w not in _STOP and w not in places]
     if len(picked) < limit and words:
         seen = {(p["node"], p["seq"]) for p in picked}
         for hit in await store.search_notes([n.name for n in (named or nodes)], " ".join(words), limit=limit):
-            if (hit["node"], hit["seq"]) not in seen:
+            inside = span is None or span[0] <= hit["time"] < span[1]
+            if inside and (hit["node"], hit["seq"]) not in seen:
                 picked.append({**hit, "why": "keywords"})
     return picked[:limit]
 
