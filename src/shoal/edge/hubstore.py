@@ -16,6 +16,7 @@ see every node; others see the nodes (or ``site:NAME``) granted to them in
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -256,25 +257,37 @@ class HubStore:
                 if i is not None:
                     keep[i] = False
                     conflicts += int(b.hlc[i]) != h
-        rows = rows_of(b, node.id)
-        if held:
-            rows = [r for r, k in zip(rows, keep.tolist()) if k]
-        if rows:
+        # plain readings (no body, device clock agreeing) bind five values, not eight: that is
+        # most of a backlog, and binding the NULLs cost as much as the insert itself
+        plain = keep & (b.kind == 0) & (b.wall == 0) & (b.sensor != 0) & ~np.isnan(b.value)
+        if plain.any():
+            n = int(plain.sum())
+            c.executemany(
+                "INSERT OR IGNORE INTO edge_entries (node, seq, hlc, kind, sensor, value) VALUES (?, ?, ?, 0, ?, ?)",
+                zip(itertools.repeat(node.id, n), b.seq[plain].tolist(), b.hlc[plain].tolist(),
+                    b.sensor[plain].tolist(), b.value[plain].tolist()),
+            )
+        rest = keep & ~plain
+        rows: list[tuple[Any, ...]] = []
+        if rest.any():
+            full = rows_of(b, node.id)
+            rows = [r for r, k in zip(full, rest.tolist()) if k]
             c.executemany("INSERT OR IGNORE INTO edge_entries (node, seq, hlc, kind, sensor, value, wall, body)"
                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            self._derive(c, node, b, keep, rows)
-        return len(rows), len(held), conflicts
+        self._derive(c, node, b, keep, rows)
+        return int(keep.sum()), len(held), conflicts
 
     def _derive(self, c: Conn, node: NodeRow, b: Batch, keep: np.ndarray, rows: list[tuple[Any, ...]]) -> None:
         """Sensors, notes and hourly aggregates from the newly inserted rows."""
-        readings = keep & (b.kind == 0)
+        readings = keep & (b.kind == 0) & ~np.isnan(b.value)
         if readings.any():
-            t = (b.hlc[readings] >> 16) // HOUR * HOUR
-            s = b.sensor[readings].astype(np.int64)
+            hours = (b.hlc[readings] >> 16) // HOUR
             v = b.value[readings]
-            keys = np.stack([s, t], axis=1)
-            uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+            # one integer key per (sensor, hour): a 1-D unique is ten times faster than rows of pairs
+            keys = (b.sensor[readings].astype(np.int64) << 32) | hours
+            ukeys, inv = np.unique(keys, return_inverse=True)
             inv = inv.reshape(-1)
+            uniq = np.stack([ukeys >> 32, (ukeys & 0xFFFFFFFF) * HOUR], axis=1)
             n = np.bincount(inv)
             total = np.bincount(inv, weights=v)
             mn = np.full(len(uniq), np.inf)
