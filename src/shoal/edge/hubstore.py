@@ -27,7 +27,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from shoal.edge.hlc import physical
-from shoal.edge.journal import CLOCK, EVENT, FACT, KIND_NAMES, OBSERVATION, SENSOR
+from shoal.edge.journal import CLOCK, EVENT, FACT, KIND_NAMES, OBSERVATION, SENSOR, first_seq_at
 from shoal.edge.wire import Batch, rows_of
 from shoal.errors import BadInput, NotFound
 from shoal.store.conversations import User
@@ -401,22 +401,10 @@ class HubStore:
         return out
 
     async def seq_at(self, node: int, t_ms: int) -> int:
-        target = t_ms << 16
+        """The first seq of a node at or after ``t_ms`` (binary search, as on the node)."""
 
         def fn(c: Conn) -> int:
-            lo_hi = c.execute("SELECT min(seq), max(seq) FROM edge_entries WHERE node = ?", (node,)).fetchone()
-            if lo_hi[0] is None:
-                return 1
-            lo, hi = int(lo_hi[0]), int(lo_hi[1]) + 1
-            while lo < hi:
-                mid = (lo + hi) // 2
-                r = c.execute("SELECT seq, hlc FROM edge_entries WHERE node = ? AND seq >= ? ORDER BY seq LIMIT 1",
-                              (node, mid)).fetchone()
-                if r is None or r[1] >= target:
-                    hi = mid
-                else:
-                    lo = r[0] + 1
-            return lo
+            return first_seq_at(c, "edge_entries", "node = ? AND ", (node,), t_ms, empty=1)
 
         return await self.db.read(fn)  # type: ignore[no-any-return]
 

@@ -125,6 +125,28 @@ class Entry:
         }
 
 
+def first_seq_at(c: Conn, table: str, where: str, args: tuple[Any, ...], t_ms: int, *, empty: int) -> int:
+    """The first seq of ``table`` (rows matching ``where``) whose hlc is at or after ``t_ms``.
+
+    A binary search over seq, each probe one index seek: the HLC grows with
+    seq, so no index on time is needed (it would cost ~15 bytes a reading).
+    ``where`` is a fixed condition with placeholders (``"node = ? AND "``).
+    """
+    target = t_ms << 16
+    bounds = c.execute(f"SELECT min(seq), max(seq) FROM {table} WHERE {where}1", args).fetchone()
+    if bounds[0] is None:
+        return empty
+    lo, hi = int(bounds[0]), int(bounds[1]) + 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        r = c.execute(f"SELECT seq, hlc FROM {table} WHERE {where}seq >= ? ORDER BY seq LIMIT 1", (*args, mid)).fetchone()
+        if r is None or r[1] >= target:
+            hi = mid
+        else:
+            lo = r[0] + 1
+    return lo
+
+
 def _entry(r: Sequence[Any]) -> Entry:
     return Entry(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]) if r[6] else None)
 
@@ -442,20 +464,8 @@ class Journal:
 
     async def seq_at(self, t_ms: int) -> int:
         """The first seq at or after time ``t_ms`` (binary search: hlc grows with seq)."""
-        target = t_ms << 16
 
         def fn(c: Conn) -> int:
-            lo_row = c.execute("SELECT min(seq), max(seq) FROM journal").fetchone()
-            if lo_row[0] is None:
-                return self.head + 1
-            lo, hi = int(lo_row[0]), int(lo_row[1]) + 1
-            while lo < hi:
-                mid = (lo + hi) // 2
-                r = c.execute("SELECT seq, hlc FROM journal WHERE seq >= ? ORDER BY seq LIMIT 1", (mid,)).fetchone()
-                if r is None or r[1] >= target:
-                    hi = mid
-                else:
-                    lo = r[0] + 1
-            return lo
+            return first_seq_at(c, "journal", "", (), t_ms, empty=self.head + 1)
 
         return await self.db.read(fn)  # type: ignore[no-any-return]
