@@ -117,7 +117,8 @@ async def _series(store: HubStore, name: str, sensor: int, hours: float, points:
 
 @router.get("/api/nodes/{name}/series", summary="One sensor's readings as buckets (t, mean, min, max, n)")
 async def node_series(
-    request: Request, name: str, sensor: int, hours: float = Query(24, gt=0, le=24 * 366), points: int = Query(300, ge=2, le=2000),
+    request: Request, name: str, sensor: int = Query(ge=0, le=65535), hours: float = Query(24, gt=0, le=24 * 366),
+    points: int = Query(300, ge=2, le=2000),
 ) -> dict[str, Any]:
     user, store, grants = await _ctx(request)
     await store.node(name, user, grants)
@@ -127,7 +128,7 @@ async def node_series(
 
 @router.get("/api/nodes/{name}/plot.png", summary="One sensor's readings as a PNG plot", response_class=Response)
 async def node_plot(
-    request: Request, name: str, sensor: int, hours: float = Query(24, gt=0, le=24 * 366),
+    request: Request, name: str, sensor: int = Query(ge=0, le=65535), hours: float = Query(24, gt=0, le=24 * 366),
 ) -> Response:
     user, store, grants = await _ctx(request)
     await store.node(name, user, grants)
