@@ -247,7 +247,10 @@ async def _status(env: Env, as_json: bool) -> None:
     t.add_row("node", f"[bold]{data['node']}[/] ({'running' if data['running'] else 'not running'})")
     t.add_row("hub", data["hub"] or "none — offline only (set edge.nats)")
     t.add_row("journal", f"{data['head']:,} entries · {data['acked']:,} acknowledged by the hub")
-    t.add_row("backlog", f"[bold]{data['backlog']:,}[/] entries waiting for the hub")
+    if data["hub"]:
+        t.add_row("backlog", f"[bold]{data['backlog']:,}[/] entries waiting for the hub")
+    else:
+        t.add_row("backlog", "— (no hub: everything stays on this node, aged out by edge.retention)")
     t.add_row("last sync", f"{_when(data['last_sync'])} ({_ago(data['last_sync'])})")
     off = data["offset_ms"]
     t.add_row("clock offset", "unknown (never synced)" if off is None else f"the hub's clock is {off / 1000:+.1f} s from this device's")
