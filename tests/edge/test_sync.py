@@ -121,3 +121,57 @@ async def test_a_node_that_resends_everything_adds_no_duplicate(tmp_path: Path, 
         await db.close()
         await j.close()
     assert_exact_copy(tmp_path / "hub", tmp_path / "node", "loft")
+
+
+async def test_the_hub_pulls_what_the_stream_lost_while_it_was_away(tmp_path: Path, nats_server: NatsServer) -> None:
+    import nats
+
+    cfg = parse_config(node_toml("byre", nats_server.url)).edge
+    db, hub = await start_hub(tmp_path / "hub", nats_server.url)
+    await hub.stop()
+    await db.close()
+    j = await open_journal(tmp_path / "node" / "edge.db", "byre", 3000)
+    await fill(j, 3000)
+    sync = EdgeSync(j, cfg)
+    stop = asyncio.Event()
+    task = asyncio.create_task(sync.run(stop))
+    try:
+        await until(lambda: j.published >= 3000, 30)  # in the stream, the hub away
+        nc = await nats.connect(nats_server.url)
+        await nc.jetstream().purge_stream(cfg.stream)  # ...and the stream loses it (a replaced server, a purge)
+        await nc.close()
+        db, hub = await start_hub(tmp_path / "hub", nats_server.url)
+        await until(lambda: j.acked == j.head, 60)  # the hub saw the hole and asked the node again
+        assert hub.status.pulls >= 1
+    finally:
+        stop.set()
+        await task
+        await hub.stop()
+        await db.close()
+        await j.close()
+    assert_exact_copy(tmp_path / "hub", tmp_path / "node", "byre")
+
+
+async def test_a_second_journal_under_a_known_name_is_refused_with_what_to_do(tmp_path: Path, nats_server: NatsServer) -> None:
+    cfg = parse_config(node_toml("twin", nats_server.url)).edge
+    db, hub = await start_hub(tmp_path / "hub", nats_server.url)
+    first = await open_journal(tmp_path / "a" / "edge.db", "twin", 100)
+    await fill(first, 100)
+    second = await open_journal(tmp_path / "b" / "edge.db", "twin", 100)  # a reset SD card, or a copy-paste name
+    await fill(second, 100)
+    try:
+        assert await asyncio.wait_for(EdgeSync(first, cfg).run(asyncio.Event(), until_caught_up=True), 30)
+        other = EdgeSync(second, cfg)
+        stop = asyncio.Event()
+        task = asyncio.create_task(other.run(stop))
+        await until(lambda: other.status.state == "error", 30)
+        stop.set()
+        await task
+        assert "another journal" in (other.status.last_error or "") and "shoal edge forget twin" in (other.status.hint or "")
+        node = (await hub.store.nodes())[0]
+        assert node.uid == first.uid and node.contig == first.head and node.rejected >= 1
+    finally:
+        await hub.stop()
+        await db.close()
+        await first.close()
+        await second.close()

@@ -139,8 +139,8 @@ class HubStore:
         offset = int(now * 1000) - int(req.get("wall_ms", now * 1000))
         node = self._nodes.get(name)
         if node is not None and node.uid != uid:
-            msg = (f"the hub already knows a node named {name!r} with another journal (uid {node.uid[:8]}…, "
-                   f"this one {uid[:8]}…): its journal was reset, or two nodes share the name")
+            msg = (f"the hub already knows a node named {name!r} with another journal (uid …{node.uid[-8:]}, "
+                   f"this one …{uid[-8:]}): its journal was reset, or two nodes share the name")
             hint = (f"give this node its own name (edge.node), or, if the reset was on purpose, "
                     f"an admin runs `shoal edge forget {name}` on the hub")
             await self.db.write(lambda c: c.execute(

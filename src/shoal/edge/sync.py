@@ -111,6 +111,8 @@ class EdgeSync:
         self._wake = asyncio.Event()
         self._acked = asyncio.Event()
         self._pull_from: int | None = None
+        #: bumped by each pull from the hub; part of the message ids from then on
+        self._epoch = 0
         self._hub_contig: int | None = None
         self._persisted = (journal.acked, journal.published)
         self._lost = Lost()
@@ -132,7 +134,7 @@ class EdgeSync:
         target = self.journal.head if until_caught_up else None
         delay = 1.0
         while not stop.is_set():
-            if self.status.state != "offline":  # after a failure it stays offline until a connection works
+            if self.status.state not in ("offline", "error"):  # a failure stays on show until a session works
                 self.status.state = "connecting"
             self._lost = lost = Lost()
             try:
@@ -153,6 +155,10 @@ class EdgeSync:
                 if done:
                     await self._persist(force=True)
                     return True
+            except PermissionError:
+                # the hub refused this node (said why at hello, logged once): it needs a person,
+                # so ask again only now and then
+                delay = 60.0
             except Exception as exc:
                 self._offline(f"sync interrupted: {type(exc).__name__}: {exc}")
                 log.debug("sync session failed", exc_info=True)
@@ -163,7 +169,7 @@ class EdgeSync:
                 except Exception:
                     pass
             await self._persist(force=True)
-            if await sleep_or_stop(stop, 1.0):
+            if await sleep_or_stop(stop, 1.0 if self.status.state != "error" else delay):
                 break
         self.status.state = "offline"
         await self._persist(force=True)
@@ -235,7 +241,8 @@ class EdgeSync:
                     try:
                         fut = await js.publish_async(
                             f"{self.prefix}.{self.node}.batch", data, wait_stall=30,
-                            headers={"Nats-Msg-Id": msg_id(j.uid, first, end), "Shoal-Node": self.node, "Shoal-Uid": j.uid},
+                            headers={"Nats-Msg-Id": msg_id(j.uid, first, end) + (f":{self._epoch}" if self._epoch else ""),
+                                     "Shoal-Node": self.node, "Shoal-Uid": j.uid},
                         )
                     except nats.js.errors.TooManyStalledMsgsError:
                         raise TimeoutError("the stream stopped acknowledging") from None
@@ -336,11 +343,11 @@ class EdgeSync:
         rep = json.loads(msg.data)
         self.status.hub_answering = True
         if not rep.get("ok"):
-            self.status.state = "error"
-            self.status.last_error = rep.get("error") or "the hub refused this node"
-            self.status.hint = rep.get("hint")
-            log.error("the hub refused node %s: %s (%s)", self.node, self.status.last_error, self.status.hint)
-            raise PermissionError(self.status.last_error)
+            why = rep.get("error") or "the hub refused this node"
+            if why != self.status.last_error:
+                log.error("the hub refused node %s: %s (%s)", self.node, why, rep.get("hint"))
+            self.status.state, self.status.last_error, self.status.hint = "error", why, rep.get("hint")
+            raise PermissionError(why)
         self.status.last_error = self.status.hint = None
         contig = int(rep["contig"])
         self._hub_contig = contig
@@ -390,6 +397,9 @@ class EdgeSync:
         except (ValueError, KeyError, TypeError):
             return
         self._pull_from = start if self._pull_from is None else min(self._pull_from, start)
+        # the hub has not got it and nothing of it is on the way: the stream may have lost it inside
+        # its duplicate window, where the same message id would be dropped again — so new ids
+        self._epoch += 1
         self._wake.set()
         if msg.reply:
             await msg.respond(json.dumps({"ok": True, "head": self.journal.head}).encode())

@@ -5,7 +5,9 @@ deterministic — ranges are cut at multiples of the batch size (``edge.batch``)
 — so the same range re-sent after a reconnect is the same bytes under the same
 ``Nats-Msg-Id`` (``<uid>:<first>-<last>``), which JetStream drops within its
 duplicate window; beyond the window the hub's ``PRIMARY KEY (node, seq)``
-drops it.
+drops it. (After the hub *pulls* a range — it lacks it and nothing of it is
+on the way — the node adds a resend count to the ids: the stream may have
+lost the batch inside its window, and the same id would be dropped again.)
 
 Layout: ``b"SHJ1"``, a little-endian u32 header length, a JSON header
 (node, uid, first, last, count, the first hlc, ranges pruned on the node
