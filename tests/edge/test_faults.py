@@ -143,7 +143,8 @@ def test_a_full_disk_keeps_readings_waiting_says_so_and_loses_nothing(tmp_path: 
         assert edge_status(node_home)["dropped"] == 0
         nats_server.start()
         hub = Proc(hub_home, "edge", "hub")
-        wait_for(lambda: hub_facts(hub_home, "vault")["count"] >= j["head"], 60, what="the backlog reaching the hub")
+        # (the node retries its hub with a backoff of up to 30 s after a long time offline)
+        wait_for(lambda: hub_facts(hub_home, "vault")["count"] >= j["head"], 90, what="the backlog reaching the hub")
         finish(node, hub, hub_home, node_home, "vault")
     finally:
         node.stop()

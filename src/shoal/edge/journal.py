@@ -166,7 +166,7 @@ class Sensor:
 
 
 class EdgeDatabase(Database):
-    """shoal's Database with the node's durability: ``synchronous=FULL`` and no secure delete.
+    """shoal's Database with the node's durability: ``synchronous=FULL``, no secure delete, a bounded WAL.
 
     FULL: see the module docstring. secure_delete off: retention deletes
     millions of synced readings, and overwriting each freed page would double
@@ -179,6 +179,8 @@ class EdgeDatabase(Database):
         if fresh:
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA secure_delete=OFF")
+            # the WAL shrinks back to 1 MiB after each checkpoint instead of staying at its peak
+            conn.execute("PRAGMA journal_size_limit=1048576")
         return conn
 
     async def open(self) -> "EdgeDatabase":

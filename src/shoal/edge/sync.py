@@ -35,6 +35,7 @@ from shoal.edge.config import EdgeConfig
 from shoal.edge.hlc import pack
 from shoal.edge.journal import CLOCK, Journal, NewEntry
 from shoal.edge.wire import chunk_end, encode, msg_id
+from shoal.errors import DiskFull
 
 log = logging.getLogger(__name__)
 
@@ -369,13 +370,15 @@ class EdgeSync:
             j.clock.update(pack(hub_ms))
         elif offset > MAX_FOLD_MS:
             log.warning("the hub's clock is %.0f s ahead of this node: not followed (check both clocks)", offset / 1000)
-        st = {"offset_ms": offset}
-        if previous is None or abs(offset - previous) > 5000:
-            if abs(offset) > 5000:
+        try:
+            if (previous is None or abs(offset - previous) > 5000) and abs(offset) > 5000:
                 text = f"the hub's clock differs from this device's by {offset / 1000:+.1f} s"
                 await j.append([NewEntry(CLOCK, j.wall_ms(), body={"offset_ms": offset, "text": text})])
                 self.wake()
-        await j.set_state(**st)
+            await j.set_state(offset_ms=offset)
+        except DiskFull:
+            # sending what is stored is the way out of a full disk: never let a note about the clock stop it
+            log.debug("clock offset not recorded: the disk is full")
 
     # -- callbacks from the hub ---------------------------------------------------------------
     async def _on_ack(self, msg: Any) -> None:
