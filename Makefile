@@ -15,12 +15,12 @@ NPROC  := $(shell nproc 2>/dev/null || echo 2)
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(NPROC)
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: run test install clean chromium
+.PHONY: run test install clean chromium edge-servers
 
 run: $(STAMP)
 	$(BIN)/shoal up
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium edge-servers
 	$(BIN)/python -m pytest
 
 # the browser tests drive Debian's Chromium (Playwright's own download is not
@@ -30,6 +30,14 @@ chromium:
 	  echo "==> installing Debian's chromium for the browser tests"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+# the edge tests start their own nats-server (JetStream) and mosquitto on free
+# loopback ports; install Debian's when they are missing
+edge-servers:
+	@command -v nats-server >/dev/null 2>&1 && command -v mosquitto >/dev/null 2>&1 || { \
+	  echo "==> installing Debian's nats-server and mosquitto for the edge tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nats-server mosquitto >/dev/null; }
 
 install: $(STAMP)
 

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shoal.edge.config import EdgeConfig
 from shoal.errors import ConfigError
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -352,6 +353,7 @@ class ShoalConfig(_Strict):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     rooms: list[RoomConfig] = Field(default_factory=list)
+    edge: EdgeConfig = Field(default_factory=EdgeConfig)
 
     @model_validator(mode="after")
     def _cross_check(self) -> "ShoalConfig":
@@ -742,4 +744,31 @@ wanted_slots = ["name"]     # profile slots the primary asks for when unknown
 crush_after = 8             # summarise older messages once this many scroll out of the history
 summary_chars = 800         # longest running summary kept in the conversation bot's instruction
 instruction_facts = ["name", "location", "job", "dislikes"]  # facts that become lines of the evolving instruction
+
+# Edge nodes (docs/edge.md). On a small device, `shoal edge run` reads sensors,
+# notes what is worth noting and syncs its journal to the hub when it can.
+# [edge]
+# node = "garage"           # this node's name (default: the host name)
+# location = "garage"       # words a question at the hub names it by
+# nats = "nats://hub.local:4222"   # the hub's NATS server with JetStream; empty: offline only
+# observe_interval = 60     # seconds between looks for something worth noting
+# observe_server = "local"  # which [[servers]] entry phrases observations ("none": templates)
+# [edge.retention]
+# raw_days = 30             # then per-minute and per-hour aggregates; nothing the hub lacks is removed
+# [[edge.sensors]]
+# name = "cpu"
+# kind = "psutil"           # psutil | sysfs | mqtt | simulated | gpio
+# metric = "cpu_percent"
+# interval = 10
+# [[edge.sensors]]
+# name = "door"
+# kind = "mqtt"
+# url = "mqtt://127.0.0.1:1883"
+# topic = "garage/door"
+# binary = true
+# On the hub, `shoal up` consumes the nodes' journals:
+# [edge.hub]
+# enabled = true
+# nats = "nats://127.0.0.1:4222"
+# grants = { garage = ["ana"] }   # who sees which node (or "site:NAME"); admins see all
 '''

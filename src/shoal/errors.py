@@ -11,6 +11,7 @@ messages say what went wrong *and how to fix it*.
     │   ├── BackendProtocolError    the server answered something unexpected
     │   └── GenerationCancelled     the caller cancelled (not a failure)
     ├── CapacityError               a bounded queue or pool is full (fail fast)
+    │   └── DiskFull                the disk holding SHOAL_HOME is full (edge journal)
     ├── ContextOverflow             prompt + max_tokens exceed the context
     ├── NotFound                    unknown conversation, bot, memory, ...
     ├── PermissionDenied            authenticated but not allowed
@@ -113,3 +114,9 @@ class AuthError(ShoalError):
 
 class BadInput(ShoalError):
     code = "bad_input"
+
+
+class DiskFull(CapacityError):
+    """The disk is full: nothing new can be stored until space is freed (nothing stored is lost)."""
+
+    code = "disk_full"

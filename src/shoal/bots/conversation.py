@@ -424,6 +424,8 @@ class ConversationBot(Bot):
 def render_memory(m: MemoryItem) -> str:
     if m.kind == "summary":
         return f"- Earlier: {m.text}"
+    if m.method.startswith("edge node"):
+        return f"- A sensor node noticed: {m.text}"  # its text says which node, where and when
     if m.method.startswith("reply"):
         return f'- You once said: "{m.text}"'
     return f'- The user said: "{m.text}"'

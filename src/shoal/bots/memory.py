@@ -159,7 +159,15 @@ class MemoryBot(Bot):
             q.user_id, q.text, limit=q.limit, bots=bots, exclude_raw_from=q.visible, wait_for_vectors=False,
             conversation=room,
         )
-        return RecallResult(items=[item(m) for m in found])
+        items = [item(m) for m in found]
+        # --- edge hook (issue 16): observations and facts of the edge nodes granted to this
+        # user, by node, place and time ("what happened in the garage last night?"); [] unless
+        # [edge.hub] is enabled. Own tables and grants: see shoal/edge/recall.py.
+        if "user" in scopes and room is None:  # a room is shared: no one's granted nodes in it
+            from shoal.edge.recall import recall_items
+
+            items = await recall_items(self.ctx.conversations.db, self.ctx.config, q.user_id, q.text, limit=min(q.limit, 3)) + items
+        return RecallResult(items=items)
 
     async def on_facts_query(self, q: FactsQuery) -> FactsResult:
         """The person's current facts, as far as the asking bot may read them (in a room: said there)."""

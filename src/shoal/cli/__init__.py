@@ -35,6 +35,9 @@ def _register() -> None:
     app.add_typer(cluster.app, name="cluster")
     app.add_typer(conversations.app, name="conversations")
     app.add_typer(conversations.messages, name="messages")
+    from shoal.cli import edge
+
+    app.add_typer(edge.app, name="edge")
 
 
 def setup_logging() -> None:

@@ -15,7 +15,7 @@ import shoal
 from shoal.config import Env
 from shoal.errors import ShoalError
 from shoal.runtime.swarm import Swarm
-from shoal.server import api, cluster_api, hooks, openai_compat, ws
+from shoal.server import api, cluster_api, hooks, nodes_api, openai_compat, ws
 from shoal.server.auth import LoginLimiter, RateLimited
 
 STATIC = Path(__file__).parent / "static"
@@ -100,6 +100,7 @@ def create_app(env: Env | None = None, *, swarm: Swarm | None = None) -> FastAPI
     app.include_router(cluster_api.router)
     app.include_router(ws.router)
     app.include_router(hooks.router)
+    app.include_router(nodes_api.router)  # edge nodes (issue 16): the hub and /api/nodes
 
     @app.get("/healthz", tags=["meta"], summary="Liveness")
     async def healthz() -> dict[str, str]:

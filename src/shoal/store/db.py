@@ -118,7 +118,10 @@ def _tx(conn: Conn, fn: Callable[[Conn], T]) -> T:
     try:
         result = fn(conn)
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite has already rolled back after some errors (a full disk): a second ROLLBACK
+        # would raise and hide the real error
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
     return result

@@ -23,6 +23,7 @@ def migration(fn: Migration) -> Migration:
 
 def apply_migrations(conn: Any) -> list[str]:
     # other modules register their migrations where their tables are used
+    import shoal.edge.schema  # noqa: F401  (the hub's edge_* tables)
     import shoal.memory.schema  # noqa: F401
     import shoal.store.accounts  # noqa: F401
 

@@ -705,7 +705,7 @@ const Users = {
 };
 
 const Shell = {
-  components: { Logo, Icon, Chat, Headspace, Memories, Bots, Tokens, Users, ClusterView },
+  components: { Logo, Icon, Chat, Headspace, Memories, Bots, Tokens, Users, ClusterView, NodesView },
   computed: {
     initial() { return state.me ? state.me.name.slice(0, 1).toUpperCase() : "?"; },
   },
@@ -725,6 +725,7 @@ const Shell = {
         <button :class="{on: state.view === 'memories'}" @click="go('memories')" data-test="nav-memories"><Icon name="memory"/> Memory</button>
         <button :class="{on: state.view === 'bots'}" @click="go('bots')" data-test="nav-bots"><Icon name="bots"/> Bots</button>
         <button :class="{on: state.view === 'cluster'}" @click="go('cluster')" data-test="nav-cluster"><Icon name="bots"/> Cluster</button>
+        <button :class="{on: state.view === 'nodes'}" @click="go('nodes')" data-test="nav-nodes"><Icon name="bots"/> Nodes</button>
         <button :class="{on: state.view === 'tokens'}" @click="go('tokens')"><Icon name="key"/> API tokens</button>
         <button v-if="state.me.admin" :class="{on: state.view === 'users'}" @click="go('users')"><Icon name="users"/> Users</button>
       </div>
@@ -752,6 +753,7 @@ const Shell = {
     <Memories v-else-if="state.view === 'memories'"/>
     <Bots v-else-if="state.view === 'bots'"/>
     <ClusterView v-else-if="state.view === 'cluster'"/>
+    <NodesView v-else-if="state.view === 'nodes'" :admin="state.me.admin"/>
     <Tokens v-else-if="state.view === 'tokens'"/>
     <Users v-else-if="state.view === 'users' && state.me.admin"/>
   </div>`,
@@ -776,7 +778,7 @@ async function start() {
   await loadConversations();
   const m = location.hash.match(/^#\/c\/(\w+)/);
   if (m && state.conversations.some((c) => c.id === m[1])) await openConversation(m[1]);
-  else if (location.hash.startsWith("#/") && ["memories", "bots", "cluster", "tokens", "users"].includes(location.hash.slice(2))) state.view = location.hash.slice(2);
+  else if (location.hash.startsWith("#/") && ["memories", "bots", "cluster", "nodes", "tokens", "users"].includes(location.hash.slice(2))) state.view = location.hash.slice(2);
   else if (state.conversations.length) await openConversation(state.conversations[0].id);
 }
 

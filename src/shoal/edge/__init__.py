@@ -1,0 +1,1 @@
+"""Edge nodes: sensors → journal → observations → sync to the hub (docs/edge.md)."""
