@@ -511,11 +511,14 @@ async def test_a_grounded_style_rule_from_a_thought_is_accepted_and_reaches_the_
     async with Swarm(env_for(home, BASE + COACH)) as swarm:
         user = await swarm.local_user()
         conv = (await swarm.conversations.create_conversation(user.id)).id
-        turn = await swarm.accept(conv, user.id, "I'm busy, so quick answers please.")
         primary = swarm.bots["primary"]
-        state = TurnState(turn=turn.message_id, conversation=conv, user_id=user.id, text=turn.text, waiting=set(), targets=[])
         listener = swarm.listen(conv)
-        for text in ("They are busy and want quick answers.", "They ask about the weather in Rome."):
+        for said, text in (
+            ("I'm busy, so quick answers please.", "They are busy and want quick answers."),
+            ("What's the weather like in Rome?", "They ask about the weather in Rome."),
+        ):
+            turn = await swarm.accept(conv, user.id, said)
+            state = TurnState(turn=turn.message_id, conversation=conv, user_id=user.id, text=said, waiting=set(), targets=[])
             thought = ThoughtEnd(conversation=conv, turn=turn.message_id, bot="coach", thought_id=f"t-{len(text)}", text=text)
             await primary._instruction_from_thought(state, thought)  # type: ignore[attr-defined]
         proposals = []

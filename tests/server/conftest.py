@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 import time
 from dataclasses import dataclass
@@ -111,6 +112,23 @@ def live(site: Site) -> Iterator[LiveServer]:
     server = LiveServer(site.env).start()
     yield server
     server.stop()
+
+
+@contextmanager
+def open_db(path: Path) -> Iterator[Any]:
+    """A connection to a live server's database with the *same* SQLite library the server uses.
+
+    Two SQLite libraries in one process (the stdlib's and pysqlite3) do not see each other's POSIX
+    locks: closing one's file releases the other's locks, and the database gets corrupted.
+    """
+    from shoal.store.sqlite import load_extensions, module
+
+    conn = module().connect(str(path), timeout=30, isolation_level=None)
+    load_extensions(conn)
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 def wait_for(predicate, timeout: float = 60, interval: float = 0.2):  # type: ignore[no-untyped-def]

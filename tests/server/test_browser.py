@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import sqlite3
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from ..conftest import ARTIFACTS
-from .conftest import PASSWORDS, LiveServer, Site, wait_for
+from .conftest import open_db, PASSWORDS, LiveServer, Site, wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -58,10 +57,19 @@ def test_sign_in_chat_watch_a_thought_and_forget_a_memory(page, live: LiveServer
     leeds.locator(".mem-text").click()
     expect(leeds).to_contain_text("From you")  # provenance: the message it came from
     page.screenshot(path=str(ARTIFACTS / "ui-memory.png"))
-    page.once("dialog", lambda d: d.accept())
+    asked: list[str] = []
+
+    def answer(dialog) -> None:  # type: ignore[no-untyped-def]
+        asked.append(dialog.message)
+        # yes, forget it; no, keep the message it came from
+        dialog.accept() if len(asked) == 1 else dialog.dismiss()
+
+    page.on("dialog", answer)
     leeds.locator("[data-test=forget]").click()
     expect(cards).to_have_count(before - 1)
-    expect(page.locator("[data-test=toast]")).to_contain_text("Forgotten")
+    expect(page.locator("[data-test=toast]")).to_contain_text("source message stays")
+    assert len(asked) == 2 and "Forget" in asked[0] and "still in your conversation" in asked[1], asked
+    page.remove_listener("dialog", answer)
 
 
 def test_a_plain_user_cannot_see_the_thinkers_thoughts_or_users_page(page, live: LiveServer, site: Site) -> None:  # type: ignore[no-untyped-def]
@@ -79,7 +87,7 @@ def test_a_plain_user_cannot_see_the_thinkers_thoughts_or_users_page(page, live:
     conv = page.evaluate("() => location.hash.split('/').pop()")
 
     def thought_ended() -> bool:
-        with sqlite3.connect(site.env.settings.db_path) as c:
+        with open_db(site.env.settings.db_path) as c:
             return c.execute(
                 "SELECT count(*) FROM events WHERE conversation_id = ? AND kind = 'thought.end'", (conv,)
             ).fetchone()[0] > 0

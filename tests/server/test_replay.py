@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
+import socket
 import time
 from typing import Any
 
 import httpx
 import pytest
 import websockets
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.uri import parse_uri
 
 from shoal.runtime.messages import TimerTick
 from shoal.server import ws as ws_module
 
-from .conftest import SERVER_CONFIG, LiveServer, Site, auth, make_site, new_conversation, wait_for
+from .conftest import open_db, SERVER_CONFIG, LiveServer, Site, auth, make_site, new_conversation, wait_for
 
 LONG = SERVER_CONFIG.replace("max_tokens = 48\nhistory = 8", "max_tokens = 160\nmin_tokens = 120\nhistory = 8\nguards = false")
 
@@ -33,21 +36,35 @@ def long_live(long_site: Site):  # type: ignore[no-untyped-def]
 
 
 def connect(live: LiveServer, token: str):  # type: ignore[no-untyped-def]
-    return websockets.connect(live.ws_url, additional_headers=auth(token), max_size=2**22)
+    # max_queue=None: a client that reads later must still see its pongs (a full queue stops the reader)
+    return websockets.connect(live.ws_url, additional_headers=auth(token), max_size=2**22, max_queue=None)
 
 
 async def frames_until(ws: Any, pred, timeout: float = 240) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
-    got = []
-    async with asyncio.timeout(timeout):
-        while True:
-            f = json.loads(await ws.recv())
-            got.append(f)
-            if pred(f):
-                return got
+    got: list[dict[str, Any]] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                f = json.loads(await ws.recv())
+                got.append(f)
+                if pred(f):
+                    return got
+    except TimeoutError:
+        seen = [(f["type"], f.get("kind") or f.get("code")) for f in got[-12:]]
+        raise AssertionError(f"no such frame in {timeout:.0f} s; {len(got)} frames came, the last: {seen}") from None
 
 
 def settled(turn: str):  # type: ignore[no-untyped-def]
-    return lambda f: f.get("kind") == "turn.settled" and f.get("turn") == turn
+    """Seen both the end of the reply and the primary settling the turn (either may come first:
+    a thinker can finish before a long reply does)."""
+    seen: set[str] = set()
+
+    def over(f: dict[str, Any]) -> bool:
+        if f.get("turn") == turn and f.get("kind") in ("turn.settled", "reply.end"):
+            seen.add(f["kind"])
+        return len(seen) == 2
+
+    return over
 
 
 async def test_a_client_that_drops_mid_turn_and_reconnects_gets_every_frame_once_in_order(
@@ -86,8 +103,14 @@ async def test_a_client_that_drops_mid_turn_and_reconnects_gets_every_frame_once
     want = [f["seq"] for f in everything if f["type"] == "event"]
     assert [s for s in seen if s in set(want)] == want
     text = "".join(f["text"] for f in before + after if f.get("kind") == "reply.delta" and f.get("turn") == turn)
-    end = next(f for f in after if f.get("kind") == "reply.end" and f.get("turn") == turn)
+    ends = [f for f in before + after if f.get("kind") == "reply.end" and f.get("turn") == turn]
+    assert ends, [(f.get("kind"), f.get("seq")) for f in before + after if not f.get("kind", "").endswith(".delta")]
+    end = ends[0]
     assert end["status"] == "complete" and text.strip() == end["text"].strip()
+
+
+#: events already in the slow client's conversation
+FILLED = 5_000
 
 
 def fill(site: Site, conv: str, n: int) -> None:
@@ -96,37 +119,98 @@ def fill(site: Site, conv: str, n: int) -> None:
         (conv, i, "timer.tick", "clock", None, TimerTick(conversation=conv, bot="clock", seq=i, seconds=float(i)).model_dump_json(), time.time(), None)
         for i in range(1, n + 1)
     ]
-    with sqlite3.connect(site.env.settings.db_path) as c:
+    with open_db(site.env.settings.db_path) as c:
+        c.execute("BEGIN")
         c.executemany("INSERT INTO events (conversation_id, seq, kind, bot, ref, payload, ts, turn) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        c.execute("COMMIT")
+
+
+class SlowClient:
+    """A websocket client on a plain socket that reads only when told, as little as told
+    (websockets' sans-I/O protocol does the framing; no library buffer reads ahead for it)."""
+
+    def __init__(self, live: LiveServer, token: str) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # no autotuning: the kernel holds little
+        self.sock.connect(("127.0.0.1", live.port))
+        self.sock.settimeout(30)
+        self.proto = ClientProtocol(parse_uri(live.ws_url), max_size=2**22)
+        request = self.proto.connect()
+        request.headers["Authorization"] = f"Bearer {token}"
+        self.proto.send_request(request)
+        self._flush()
+        self.live = live
+
+    def hold_little(self) -> None:
+        """The server's end holds little too: its socket, and the transport's buffer before it pauses the writer."""
+        ends = [
+            conn.transport for conn in list(self.live.server.server_state.connections)
+            if (peer := conn.transport.get_extra_info("socket")) is not None and peer.getpeername() == self.sock.getsockname()
+        ]
+        assert len(ends) == 1, "the server's end of this connection"
+        ends[0].get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        ends[0].set_write_buffer_limits(high=2048)
+
+    def _flush(self) -> None:
+        for chunk in self.proto.data_to_send():  # requests, frames and the pongs the protocol owes
+            self.sock.sendall(chunk)
+
+    def send(self, frame: dict[str, Any]) -> None:
+        self.proto.send_text(json.dumps(frame).encode())
+        self._flush()
+
+    def read_until(self, pred, *, chunk: int = 65536, pause: float = 0.0, timeout: float = 300) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+        """Frames up to the first one ``pred`` accepts, reading ``chunk`` bytes at a time every ``pause`` s."""
+        got: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            data = self.sock.recv(chunk)
+            assert data, f"the server closed the connection; the last frames: {[f.get('kind') or f['type'] for f in got[-8:]]}"
+            self.proto.receive_data(data)
+            self._flush()
+            for ev in self.proto.events_received():
+                if isinstance(ev, Frame) and ev.opcode is Opcode.TEXT:
+                    got.append(json.loads(ev.data))
+                    if pred(got[-1]):
+                        return got
+            time.sleep(pause)
+        raise AssertionError(f"no such frame in {timeout:.0f} s; {len(got)} came")
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 async def test_a_client_too_slow_to_read_is_caught_up_from_the_store_and_told(
-    live: LiveServer, site: Site, monkeypatch: pytest.MonkeyPatch
+    long_live: LiveServer, long_site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # a listener of 8 events: while the socket is busy with a long replay, a live turn overflows it
+    live, site = long_live, long_site  # a reply of 120+ tokens: more frames than every buffer together holds
+    # small buffers everywhere: a listener of 8 events, an outbox of 4 frames, 4 KiB sockets at both ends;
+    # a client reading 512 bytes every 0.1 s cannot keep up with a live turn, and its listener overflows
     monkeypatch.setattr(ws_module, "LISTENER_QUEUE", 8)
+    monkeypatch.setattr(ws_module, "OUTBOX", 4)
     tok = site.tokens["bob"]
     with httpx.Client(base_url=live.url, timeout=60) as http:
         conv = new_conversation(http, tok)
-        fill(site, conv, 20_000)
-        async with websockets.connect(live.ws_url, additional_headers=auth(tok), max_size=2**22, max_queue=1) as slow:
-            await slow.recv()
-            await slow.send(json.dumps({"type": "subscribe", "conversation": conv}))
+        fill(site, conv, FILLED)
+        slow = SlowClient(live, tok)
+        try:
+            slow.read_until(lambda f: f["type"] == "welcome")
+            slow.hold_little()
+            slow.send({"type": "subscribe", "conversation": conv})
+            frames = slow.read_until(lambda f: f["type"] == "subscribed", timeout=120)
             r = http.post(f"/api/conversations/{conv}/messages", json={"text": "Hello, who are you?"}, headers=auth(tok))
             turn = r.json()["message_id"]
-            # this client reads nothing until the turn is over and recorded
-            wait_for(lambda: any(
-                e["kind"] == "turn.settled"
-                for e in http.get(f"/api/conversations/{conv}/events?after=20000", headers=auth(tok)).json()
-            ), timeout=300)
-            frames = await frames_until(slow, settled(turn), timeout=300)
-        stored = http.get(f"/api/conversations/{conv}/events?after=20000", headers=auth(tok)).json()
+            frames += slow.read_until(settled(turn), chunk=512, pause=0.1)
+        finally:
+            slow.close()
+        stored = http.get(f"/api/conversations/{conv}/events?after={FILLED}", headers=auth(tok)).json()
     got = [f["seq"] for f in frames if f["type"] == "event"]
     assert got == sorted(got) and len(got) == len(set(got))
-    assert got[:20_000] == list(range(1, 20_001))
+    assert got[:FILLED] == list(range(1, FILLED + 1))
     # every recorded event of the turn reached the client (deltas no longer recorded may be missing: their end has the text)
-    assert {e["seq"] for e in stored} <= set(got)
-    assert any(f["type"] == "caught_up" and f["refilled"] > 0 for f in frames), "the client is told it was caught up"
+    assert {e["seq"] for e in stored if e["seq"] <= got[-1]} <= set(got)
+    told = [f for f in frames if f["type"] == "caught_up"]
+    assert told and all(f["refilled"] > 0 for f in told), "the client is told it was caught up"
 
 
 async def test_a_replay_pages_through_more_than_ten_thousand_events(live: LiveServer, site: Site) -> None:
@@ -165,13 +249,13 @@ async def test_a_journal_that_cannot_write_says_so_and_loses_nothing(tmp_path) -
                 await w.send(json.dumps({"type": "subscribe", "conversation": conv}))
                 await frames_until(w, lambda f: f["type"] == "subscribed")
                 # a real failure of the store: the events table is not there for a while
-                with sqlite3.connect(site.env.settings.db_path, timeout=30) as c:
+                with open_db(site.env.settings.db_path) as c:
                     c.execute("ALTER TABLE events RENAME TO events_away")
                 await w.send(json.dumps({"type": "send", "conversation": conv, "text": "Hello there!"}))
                 frames = await frames_until(w, lambda f: f["type"] == "error" and f["code"] == "journal", timeout=120)
                 assert "could not save" in frames[-1]["message"] and frames[-1]["hint"]
                 live_frames = frames + await frames_until(w, lambda f: f.get("kind") == "turn.settled", timeout=240)
-                with sqlite3.connect(site.env.settings.db_path, timeout=30) as c:
+                with open_db(site.env.settings.db_path) as c:
                     c.execute("ALTER TABLE events_away RENAME TO events")
                 await frames_until(w, lambda f: f["type"] == "notice" and f["code"] == "journal_recovered", timeout=60)
             stored = wait_for(

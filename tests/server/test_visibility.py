@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -23,7 +22,7 @@ from shoal.runtime.access import HIDDEN_LINE, thought_line, visible_event
 from shoal.runtime.messages import InstructionChanged, parse_event
 from shoal.store.conversations import User
 
-from .conftest import SERVER_CONFIG, LiveServer, auth, make_site, new_conversation, send_and_settle, wait_for
+from .conftest import open_db, SERVER_CONFIG, LiveServer, auth, make_site, new_conversation, send_and_settle, wait_for
 
 PROPOSING = SERVER_CONFIG.replace(
     'access = { see_thoughts = ["ana"] }', 'access = { see_thoughts = ["ana"] }\nproposes_instruction = true'
@@ -39,7 +38,7 @@ def proposing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, L
 
 
 def stored(db: Path, conversation: str) -> list[dict[str, Any]]:
-    with sqlite3.connect(db) as c:
+    with open_db(db) as c:
         return [json.loads(r[0]) for r in c.execute("SELECT payload FROM events WHERE conversation_id = ? ORDER BY seq", (conversation,))]
 
 

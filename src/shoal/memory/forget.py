@@ -316,16 +316,27 @@ class Eraser:
             for note in _memories_from(c, [rid]):
                 if note["kind"] == "raw":
                     self._drop(c, note, out)
-        # 3. what the turn of each source produced: thoughts and injections
-        for s, mems in sources.items():
-            if s in deleting:
-                continue
-            for table in ("thoughts", "injections"):
-                for t in c.execute(f"SELECT id, text FROM {table} WHERE turn_id = ?", (s,)).fetchall():
-                    text = scrub(t["text"], pattern_for(mems))
-                    if text != t["text"]:
-                        c.execute(f"UPDATE {table} SET text = ? WHERE id = ?", (text, t["id"]))
-                        out.deleted.append(f"{table[:-1]} {t['id']}: the forgotten words")
+        # 3. whatever the bots wrote in the person's conversations: the thoughts, notes and replies of any
+        #    turn that repeat the words (a later thought may quote the message it saw in the history)
+        for cid in convs:
+            for table, column, where in (
+                ("thoughts", "text", ""), ("injections", "text", ""), ("messages", "content", " AND role = 'assistant'"),
+            ):
+                for t in _like_any(c, f"SELECT id, {column} FROM {table} WHERE conversation_id = ?{where}", (cid,), column, terms):
+                    if t[0] in deleting:
+                        continue
+                    text = scrub(t[1], every)
+                    if text != t[1]:
+                        c.execute(f"UPDATE {table} SET {column} = ? WHERE id = ?", (text, t[0]))
+                        out.deleted.append(f"{table[:-1]} {t[0]}: the forgotten words")
+        # the notes of the bots' replies and the summaries that repeat them are copies too
+        for u in sorted({r["user_id"] for r in rows}):
+            for m in _like_any(c, "SELECT * FROM memories WHERE user_id = ? AND (method LIKE 'reply%' OR kind = 'summary')", (u,), "text", terms):
+                if m["kind"] == "summary":
+                    self._rewrite(c, m, scrub(m["text"], every))
+                    out.deleted.append(f"summary {m['id']}: the forgotten words")
+                else:
+                    self._drop(c, m, out)
         for i in ids:
             out.count("injections that quoted it", c.execute("DELETE FROM injections WHERE reason = ?", (f"recalled memory {i}",)).rowcount)
         # 4. the journal: events that carried a memory, and every event copy of its words
@@ -593,6 +604,15 @@ def _conversations_of(c: Conn, users: list[str]) -> list[str]:
             (u, u),
         )}
     return sorted(out)
+
+
+def _like_any(c: Conn, sql: str, args: tuple[Any, ...], column: str, needles: Iterable[str]) -> list[Any]:
+    """Rows of ``sql`` whose ``column`` contains one of ``needles`` (any case)."""
+    needles = [n for n in needles if n]
+    if not needles:
+        return []
+    where = " OR ".join(f"{column} LIKE ? ESCAPE '\\'" for _ in needles)
+    return c.execute(f"{sql} AND ({where})", (*args, *(_like(n) for n in needles))).fetchall()
 
 
 def _events_of(c: Conn, conversations: list[str], needles: Iterable[str]) -> list[Any]:

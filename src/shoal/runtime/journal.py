@@ -200,10 +200,13 @@ class Journal:
             if pending:
                 events = sorted({e.seq: e for e in events + pending}.values(), key=lambda e: e.seq or 0)[:page]
             if not events:
+                if last == 0 or last > after:
+                    self._learn_seq(conversation, last)
                 return
             yield events
             last = events[-1].seq or last
             if len(events) < page:
+                self._learn_seq(conversation, last)
                 return
 
     async def events_between(self, conversation: str, after: int, before: int) -> list[Event]:
@@ -216,9 +219,31 @@ class Journal:
                 out.append(ev)
         return out
 
+    def _learn_seq(self, conversation: str, last: int) -> None:
+        """A read of the whole tail of a conversation saw its last seq: the journal need not ask again
+        (and can go on numbering while the store refuses reads)."""
+        self._seq.setdefault(conversation, last)
+
     async def _next_seq(self, conversation: str) -> int:
-        if conversation not in self._seq:
-            self._seq[conversation] = await self.store.max_seq(conversation)
+        told = False
+        while conversation not in self._seq:
+            try:
+                self._seq[conversation] = await self.store.max_seq(conversation)
+            except Exception as exc:  # the store is away: nothing can be numbered until it answers
+                self.error = f"{type(exc).__name__}: {exc}"
+                if told:
+                    await asyncio.sleep(RETRY_AFTER)
+                    continue
+                told = True
+                log.error("journal cannot number events of %s (retrying): %s", conversation, self.error)
+                self._notify(
+                    f"shoal could not read this conversation's events ({self.error}); new events wait until the "
+                    "database answers — check the disk and the database file",
+                    conversation=conversation,
+                )
+                await asyncio.sleep(RETRY_AFTER)
+        if told:
+            self._notify("the database answers again; the waiting events go on", recovered=True, conversation=conversation)
         self._seq[conversation] += 1
         return self._seq[conversation]
 
@@ -235,29 +260,36 @@ class Journal:
             batch = [first]
             while len(batch) < BATCH and (more := self.inbox.get_nowait()) is not None:
                 batch.append(more)
-            events: list[Event] = []
-            recorded: list[Event] = []
-            rows: list[Row] = []
-            for _subject, msg in batch:
-                if not isinstance(msg, Event):
-                    continue
-                ev = msg.model_copy(update={"seq": await self._next_seq(msg.conversation)})
+            try:
+                await self._take(batch)
+            except Exception:  # never the end of the journal: one bad batch is logged, the next goes on
+                log.exception("journal could not handle a batch of %d messages", len(batch))
+
+    async def _take(self, batch: list[Delivery]) -> None:
+        """Number, record and deliver one batch of published messages."""
+        events: list[Event] = []
+        recorded: list[Event] = []
+        rows: list[Row] = []
+        for _subject, msg in batch:
+            if not isinstance(msg, Event):
+                continue
+            ev = msg.model_copy(update={"seq": await self._next_seq(msg.conversation)})
+            ref = getattr(ev, "message_id", None) or getattr(ev, "thought_id", None)
+            events.append(ev)
+            if ev.kind in DELTAS and ref:
+                stream = self._streams.setdefault((ev.conversation, ref), collections.deque(maxlen=MAX_STREAM))
+                stream.append(ev)
+                continue
+            rows.append((ev.conversation, ev.seq, ev.kind, ev.bot, ref, ev.json_text(), ev.ts, ev.turn))  # type: ignore[arg-type]
+            recorded.append(ev)
+        await self._write(list(zip(rows, recorded)))
+        self.recorded += len(rows)
+        for ev in recorded:
+            if ev.kind in _ENDS:
                 ref = getattr(ev, "message_id", None) or getattr(ev, "thought_id", None)
-                events.append(ev)
-                if ev.kind in DELTAS and ref:
-                    stream = self._streams.setdefault((ev.conversation, ref), collections.deque(maxlen=MAX_STREAM))
-                    stream.append(ev)
-                    continue
-                rows.append((ev.conversation, ev.seq, ev.kind, ev.bot, ref, ev.json_text(), ev.ts, ev.turn))  # type: ignore[arg-type]
-                recorded.append(ev)
-            await self._write(list(zip(rows, recorded)))
-            self.recorded += len(rows)
-            for ev in recorded:
-                if ev.kind in _ENDS:
-                    ref = getattr(ev, "message_id", None) or getattr(ev, "thought_id", None)
-                    self._streams.pop((ev.conversation, ref or ""), None)
-            for ev in events:
-                self._deliver(ev)
+                self._streams.pop((ev.conversation, ref or ""), None)
+        for ev in events:
+            self._deliver(ev)
 
     async def _write(self, fresh: list[tuple[Row, Event]]) -> None:
         """Write what is waiting and ``fresh``, in order; keep it for a retry when the store refuses."""
@@ -301,7 +333,8 @@ class Journal:
             if lst.conversation in (None, ev.conversation):
                 lst.inbox.put_nowait(ev)
 
-    def _notify(self, message: str, *, recovered: bool = False) -> None:
+    def _notify(self, message: str, *, recovered: bool = False, conversation: str | None = None) -> None:
         problem = JournalProblem(message, unrecorded=len(self._unwritten), recovered=recovered)
         for lst in list(self._listeners):
-            lst.inbox.put_nowait(problem)
+            if conversation is None or lst.conversation in (None, conversation):
+                lst.inbox.put_nowait(problem)

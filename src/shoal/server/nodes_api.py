@@ -19,7 +19,7 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import Response
 
 from shoal.edge.hubstore import HubStore, NodeRow
-from shoal.errors import NotFound, PermissionDenied
+from shoal.errors import BadInput, NotFound, PermissionDenied
 from shoal.server.auth import authenticate
 from shoal.store.conversations import User
 
@@ -103,7 +103,9 @@ async def node_notes(
     return await store.notes([name], kinds=[k for k in kind.split(",") if k], limit=limit)
 
 
-async def _series(store: HubStore, name: str, sensor: int, hours: float, points: int) -> tuple[dict[str, Any], list[Any]]:
+async def _series(store: HubStore, name: str, sensor: int | None, hours: float, points: int) -> tuple[dict[str, Any], list[Any]]:
+    if sensor is None:  # checked here, after the caller was authenticated: a stranger learns nothing
+        raise BadInput("which sensor? add ?sensor=ID", hint=f"GET /api/nodes/{name} lists its sensors")
     sensors = {s["id"]: s for s in await store.sensors(name)}
     if sensor not in sensors:
         raise NotFound(f"node {name!r} has no sensor {sensor}", hint=f"GET /api/nodes/{name} lists its sensors")
@@ -117,7 +119,7 @@ async def _series(store: HubStore, name: str, sensor: int, hours: float, points:
 
 @router.get("/api/nodes/{name}/series", summary="One sensor's readings as buckets (t, mean, min, max, n)")
 async def node_series(
-    request: Request, name: str, sensor: int = Query(ge=0, le=65535), hours: float = Query(24, gt=0, le=24 * 366),
+    request: Request, name: str, sensor: int | None = Query(None, ge=0, le=65535), hours: float = Query(24, gt=0, le=24 * 366),
     points: int = Query(300, ge=2, le=2000),
 ) -> dict[str, Any]:
     user, store, grants = await _ctx(request)
@@ -128,7 +130,7 @@ async def node_series(
 
 @router.get("/api/nodes/{name}/plot.png", summary="One sensor's readings as a PNG plot", response_class=Response)
 async def node_plot(
-    request: Request, name: str, sensor: int = Query(ge=0, le=65535), hours: float = Query(24, gt=0, le=24 * 366),
+    request: Request, name: str, sensor: int | None = Query(None, ge=0, le=65535), hours: float = Query(24, gt=0, le=24 * 366),
 ) -> Response:
     user, store, grants = await _ctx(request)
     await store.node(name, user, grants)
