@@ -80,9 +80,9 @@ def client(site: Site) -> Iterator[TestClient]:
 class LiveServer:
     """A real uvicorn serving the app on a free loopback port, in its own thread."""
 
-    def __init__(self, env: Env) -> None:
+    def __init__(self, env: Env, **config: Any) -> None:
         self.app = create_app(env)
-        self.config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", ws_max_size=65536)
+        self.config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", ws_max_size=65536, **config)
         self.server = uvicorn.Server(self.config)
         self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)
 
