@@ -110,7 +110,8 @@ class Stack:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         self.server = subprocess.Popen(
-            [sys.executable, "-m", "shoal", "up", "--port", str(self.port)],
+            [sys.executable, *(["-m", "cProfile", "-o", os.environ["WS_LOAD_PROFILE"]] if os.environ.get("WS_LOAD_PROFILE") else []),
+             "-m", "shoal", "up", "--port", str(self.port)],
             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         out = ""
@@ -127,6 +128,9 @@ class Stack:
             r = c.post("/api/auth/login", json={"name": "admin", "password": self.password})
             r.raise_for_status()
             self.token = c.post("/api/tokens", json={"name": "bench"}, cookies=r.cookies).json()["token"]
+            # measure the steady state: the server loads the embedding model at start (seconds of CPU)
+            while c.get("/healthz").json().get("embedder") == "loading" and time.monotonic() < deadline + 120:
+                time.sleep(0.5)
 
     def close(self) -> None:
         for p in (self.server, self.upstream):
@@ -149,6 +153,13 @@ async def session(stack: Stack, turns: int, stats: dict[str, Any], progress: Pro
         async with websockets.connect(f"ws://127.0.0.1:{stack.port}/ws", additional_headers=headers, max_size=2**22, open_timeout=60, compression=None) as ws:
             await ws.recv()  # welcome
             await ws.send(json.dumps({"type": "subscribe", "conversation": conv}))
+            # everyone is connected before anyone chats: the figures are about chatting, not about 200
+            # people signing in within the same second (--storm measures that too)
+            stats["ready"] += 1
+            if stats["ready"] == stats["sessions"]:
+                stats["all_in"].set()
+            if not stats["storm"]:
+                await stats["all_in"].wait()
             for t in range(turns):
                 sent = time.time()
                 await ws.send(json.dumps({"type": "send", "conversation": conv, "text": f"Question {t}: how are you?"}))
@@ -165,6 +176,7 @@ async def session(stack: Stack, turns: int, stats: dict[str, Any], progress: Pro
                     if f["type"] != "event":
                         continue
                     stats["fanout_ms"].append((now - f["ts"]) * 1000)
+                    stats["by_turn"].setdefault(t, []).append((now - f["ts"]) * 1000)
                     stats["events"] += 1
                     if f.get("turn") == turn and f["kind"] == "reply.end" and not f.get("interjection"):
                         replied = True
@@ -174,12 +186,18 @@ async def session(stack: Stack, turns: int, stats: dict[str, Any], progress: Pro
                         stats["settle_ms"].append((now - sent) * 1000)
                 progress.advance(task)
     except Exception as exc:  # a failed session is counted, not fatal
+        stats["ready"] += 1
+        if stats["ready"] >= stats["sessions"]:
+            stats["all_in"].set()
         stats["errors"] += 1
         stats["failures"].append(f"{type(exc).__name__}: {exc}")
 
 
-async def run(stack: Stack, sessions: int, turns: int, label: str) -> dict[str, Any]:
-    stats: dict[str, Any] = {"fanout_ms": [], "turn_ms": [], "settle_ms": [], "events": 0, "errors": 0, "failures": []}
+async def run(stack: Stack, sessions: int, turns: int, label: str, storm: bool = False) -> dict[str, Any]:
+    stats: dict[str, Any] = {
+        "fanout_ms": [], "by_turn": {}, "turn_ms": [], "settle_ms": [], "events": 0, "errors": 0, "failures": [],
+        "ready": 0, "sessions": sessions, "all_in": asyncio.Event(), "storm": storm,
+    }
     with Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task(label, total=sessions * turns)
         t0 = time.monotonic()
@@ -193,6 +211,7 @@ def main() -> None:
     p.add_argument("--sessions", type=int, default=200)
     p.add_argument("--turns", type=int, default=3, help="turns per session, one after another")
     p.add_argument("--tokens", type=int, default=16, help="tokens the stub streams per reply")
+    p.add_argument("--storm", action="store_true", help="each session chats as soon as it is connected (sign-in storm and chat together)")
     a = p.parse_args()
     console.print(
         "[yellow]model replaced[/] by bench/upstream.py, a stub OpenAI-compatible server that streams "
@@ -201,7 +220,7 @@ def main() -> None:
     stack = Stack(a.tokens)
     try:
         base = asyncio.run(run(stack, 1, a.turns, "baseline: 1 session"))
-        load = asyncio.run(run(stack, a.sessions, a.turns, f"{a.sessions} sessions"))
+        load = asyncio.run(run(stack, a.sessions, a.turns, f"{a.sessions} sessions", a.storm))
     finally:
         stack.close()
     table = Table("run", "sessions", "turns", "events", "errors", "fan-out p50 ms", "fan-out p99 ms", "turn p50 ms", "turn p99 ms", "events/s")
@@ -212,6 +231,7 @@ def main() -> None:
             f"{pct(s['turn_ms'], 50):.0f}", f"{pct(s['turn_ms'], 99):.0f}", f"{s['events'] / s['seconds']:.0f}",
         )
     console.print(table)
+    console.print("fan-out p99 by turn: " + ", ".join(f"turn {t + 1}: {pct(v, 99):.0f} ms" for t, v in sorted(load["by_turn"].items())))
     console.print(f"background settled: p50 {pct(load['settle_ms'], 50):.0f} ms, p99 {pct(load['settle_ms'], 99):.0f} ms")
     for f in load["failures"][:5]:
         console.print(f"[red]failure:[/] {f}")

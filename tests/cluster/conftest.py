@@ -42,6 +42,9 @@ class SmallLlamaServer(LlamaServer):
                 sys.executable, "-m", "llama_cpp.server",
                 "--model", str(self.model), "--host", "127.0.0.1", "--port", str(self.port),
                 "--n_ctx", "512", "--n_threads", "1", "--n_batch", "128", "--verbose", "false",
+                # a request that arrives mid-stream (a health probe, a straggler of the test before) waits its
+                # turn instead of cutting the running one off: these tests are about shoal, not that policy
+                "--interrupt_requests", "false",
             ],
             stdout=subprocess.DEVNULL,
             stderr=self.log,

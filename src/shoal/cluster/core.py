@@ -387,6 +387,7 @@ class Cluster:
         everyone behind it in this pass, so later arrivals never overtake it.
         """
         blocked: set[str] = set()
+        everyone = set(self.members)
         for t in self.queue.ordered():
             if t.future.done():
                 self.queue.remove(t)
@@ -395,6 +396,8 @@ class Cluster:
                 self.queue.remove(t)
                 t.future.set_exception(GenerationCancelled(t.req.cancel.reason or "cancelled"))
                 continue
+            if blocked >= everyone:
+                continue  # every server is full: nobody behind can be placed (cancellations above still go)
             serving = [m for m in self.members.values() if m.serves(t.model)]
             eligible = [m for m in serving if m.routable() and m.name not in t.exclude]
             if not eligible:

@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -75,6 +75,11 @@ class Embedder:
                 except OSError as exc:
                     raise ModelError(f"cannot load the embedding model: {exc}") from exc
         return self._model
+
+    def warm(self) -> "Future[Any]":
+        """Load the model now, on the embedding thread, so that the first message does not wait for it
+        (importing sentence-transformers and torch takes seconds of CPU; better at start than mid-chat)."""
+        return self._pool.submit(self._load)
 
     @property
     def ready(self) -> bool:

@@ -49,6 +49,10 @@ def create_app(env: Env | None = None, *, swarm: Swarm | None = None) -> FastAPI
         starting = own and not the_swarm.started
         if starting:
             await the_swarm.start()
+            if any(b.role == "memory" for b in the_swarm.config.bots):
+                from shoal.memory.embed import shared_embedder
+
+                shared_embedder().warm()  # before the first message needs it
         try:
             yield
         finally:
@@ -104,7 +108,10 @@ def create_app(env: Env | None = None, *, swarm: Swarm | None = None) -> FastAPI
 
     @app.get("/healthz", tags=["meta"], summary="Liveness")
     async def healthz() -> dict[str, str]:
-        return {"status": "ok", "version": shoal.__version__}
+        from shoal.memory.embed import shared_embedder
+
+        # "loading" while the embedding model loads at start: memory works, the first write waits for it
+        return {"status": "ok", "version": shoal.__version__, "embedder": "ready" if shared_embedder().ready else "loading"}
 
     if (STATIC / "index.html").exists():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
