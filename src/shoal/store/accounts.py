@@ -6,6 +6,7 @@ only their SHA-256 is stored, so a stolen database does not log anyone in.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -56,6 +57,18 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def _check(pw_hash: str | None, password: str) -> bool:
+    """Whether ``password`` matches ``pw_hash``; with no hash, the same work against a dummy (do not
+    reveal which names exist by answering faster)."""
+    from argon2.exceptions import InvalidHashError, VerificationError
+
+    ph = _hasher()
+    try:
+        return bool(ph.verify(pw_hash or _dummy_hash(), password)) and pw_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
 def _hasher():  # type: ignore[no-untyped-def]
     from argon2 import PasswordHasher
 
@@ -91,7 +104,8 @@ class Accounts:
         name = valid_username(name)
         if password is not None and len(password) < 8:
             raise BadInput("the password is too short", hint="use at least 8 characters")
-        pw_hash = _hasher().hash(password) if password else None
+        # argon2 takes a good fraction of a second of CPU: off the event loop, or every chat stalls meanwhile
+        pw_hash = await asyncio.to_thread(_hasher().hash, password) if password else None
 
         def fn(c: Conn) -> User:
             if c.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
@@ -108,7 +122,7 @@ class Accounts:
     async def set_password(self, name: str, password: str) -> None:
         if len(password) < 8:
             raise BadInput("the password is too short", hint="use at least 8 characters")
-        pw_hash = _hasher().hash(password)
+        pw_hash = await asyncio.to_thread(_hasher().hash, password)
         n = await self.db.write(
             lambda c: c.execute("UPDATE users SET password_hash = ? WHERE name = ?", (pw_hash, name)).rowcount
         )
@@ -141,24 +155,12 @@ class Accounts:
 
     async def verify_password(self, name: str, password: str) -> User:
         """The user, or ``AuthError`` (the same for a wrong name and a wrong password)."""
-        from argon2.exceptions import InvalidHashError, VerificationError
-
         row = await self.db.read(lambda c: c.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone())
-        ph = _hasher()
-        if not row or not row["password_hash"]:
-            # spend the same time as a real check: do not reveal which names exist
-            try:
-                ph.verify(_dummy_hash(), password)
-            except VerificationError:
-                pass
+        # argon2 on a thread (it releases the GIL): a sign-in never stalls the chats streaming meanwhile
+        if not await asyncio.to_thread(_check, row["password_hash"] if row else None, password):
             raise AuthError("wrong user name or password")
-        try:
-            ph.verify(row["password_hash"], password)
-        except (VerificationError, InvalidHashError):
-            raise AuthError("wrong user name or password") from None
         return _user(row)
 
-    # -- sessions -------------------------------------------------------------
     async def create_session(self, user_id: str, *, seconds: float = SESSION_SECONDS) -> str:
         sid = secrets.token_urlsafe(32)
         t = now()
