@@ -407,6 +407,8 @@ class Engine:
                 assert seq.pending is not None
                 outputs.append((seq, len(items)))
                 items.append((seq.pending, seq.n_past, seq.seq_id, True))
+        if any(seq.foreground for seq, _ in plan):
+            BUDGET.note_foreground()  # a trainer yields its threads to this reply (shoal.learn.train)
         self.ctx.set_threads(BUDGET.threads_for(self.config.threads))
         status = self.ctx.decode(items)
         if status == 1:
