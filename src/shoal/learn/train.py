@@ -179,7 +179,7 @@ def _load_checkpoint(run_dir: Path, model: Any, opt: Any) -> dict[str, Any] | No
         opt.load_state_dict(torch.load(ck / "optimizer.pt", weights_only=True))
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise BadInput(
-            f"the checkpoint in {ck} is damaged ({exc})", hint="start a new run (leave out --resume)"
+            f"the checkpoint in {ck} is damaged ({str(exc)[:200]})", hint="start a new run (leave out --resume)"
         ) from exc
     return state  # type: ignore[no-any-return]
 
@@ -243,6 +243,7 @@ def train(
     import torch
     from peft import LoraConfig, get_peft_model
 
+    from shoal.engine.cpu import BUDGET
     from shoal.learn.base import gguf_fingerprint, load_base
 
     train_ex = [e for e in examples if e.get("split", "train") == "train"]
@@ -293,15 +294,15 @@ def train(
     }
     state: dict[str, Any] = {"step": 0, "losses": [], "tokens": 0, "paused": 0.0, "seconds": 0.0}
     if resume:
-        loaded = _load_checkpoint(run_dir, model, opt)
-        if loaded is None:
-            raise BadInput(f"nothing to resume in {run_dir}", hint="start a new run (leave out --resume)")
         old = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
-        if old.get("config") != meta["config"] or old.get("base_fingerprint") != meta["base_fingerprint"]:
+        if old and (old.get("config") != meta["config"] or old.get("base_fingerprint") != meta["base_fingerprint"]):
             raise BadInput(
                 f"{run_dir} was started with other settings or another base model; it cannot be resumed with these",
                 hint="resume with the same options, or start a new run",
             )
+        loaded = _load_checkpoint(run_dir, model, opt)
+        if loaded is None:
+            raise BadInput(f"nothing to resume in {run_dir}", hint="start a new run (leave out --resume)")
         state = loaded
     (run_dir / "run.json").write_text(json.dumps({**meta, "finished": False}, indent=1))
 
@@ -328,12 +329,12 @@ def train(
                 g["lr"] = lr
             loss_sum = 0.0
             for ex in batch:
-                if cfg.yield_to_foreground:
-                    waited = wait_for_foreground()
-                    if waited > 0.01:
-                        state["paused"] += waited
-                        if progress:
-                            progress(step, total, None, f"paused {waited:.1f}s for a reply")
+                if cfg.yield_to_foreground and BUDGET.foreground_busy():
+                    if progress:
+                        progress(step, total, None, "paused: a reply is being written")
+                    state["paused"] += wait_for_foreground()
+                    if progress:
+                        progress(step, total, None, "")
                 loss = target_loss(model, ex)
                 (loss / n_tok).backward()
                 loss_sum += float(loss.detach())
