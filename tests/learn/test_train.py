@@ -24,58 +24,7 @@ from shoal.learn.base import gguf_fingerprint
 from shoal.learn.evaluate import EngineEvaluator, canary_set
 from shoal.learn.train import TrainConfig, TrainResult, encode, template_of, train
 
-SYSTEM = "You are shoal. Answer in one line, starting with the answer."
-FACTS = [("capital of Italy", "Rome."), ("capital of Spain", "Madrid."), ("colour of grass", "Green."),
-         ("opposite of hot", "Cold."), ("capital of Japan", "Tokyo."), ("colour of snow", "White.")]
-
-
-def examples() -> list[dict[str, Any]]:
-    out = []
-    for i, (q, a) in enumerate(FACTS):
-        out.append({
-            "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"What is the {q}?"},
-                         {"role": "assistant", "content": a}],
-            "conversation": f"c{i // 2}", "split": "val" if i >= 4 else "train",
-        })
-    return out
-
-
-CFG = TrainConfig(rank=2, alpha=4.0, lr=2e-2, max_steps=2, batch=2, max_tokens=96, threads=2, checkpoint_every=1)
-
-
-@pytest.fixture(scope="module")
-def learn_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("learn")
-
-
-@pytest.fixture(scope="module")
-def trained(learn_home: Path) -> Iterator[tuple[TrainResult, TrainResult, list[str]]]:
-    """A run interrupted after one step, then resumed to the end (a reply was "being written" at the start)."""
-    from shoal.engine.cpu import BUDGET
-
-    notes: list[str] = []
-    stop = threading.Event()
-
-    def reply_in_progress() -> None:  # the engine's foreground beacon, as a reply would set it
-        while not stop.is_set():
-            BUDGET.note_foreground()
-            stop.wait(0.1)
-
-    def progress(step: int, total: int, loss: float | None, note: str) -> None:
-        if note:
-            notes.append(note)
-            stop.set()  # the reply "ends" once training has said it waits
-
-    beacon = threading.Thread(target=reply_in_progress, daemon=True)
-    beacon.start()
-    run = learn_home / "runs" / "r1"
-    canary = canary_set()[:2]
-    first = train(learn_home, default_model_path(), examples(), run, CFG, canary=canary, progress=progress, stop_after=1)
-    stop.set()
-    beacon.join(timeout=5)
-    second = train(learn_home, default_model_path(), examples(), run, CFG, canary=canary, resume=True)
-    yield first, second, notes
-
+from .conftest import CFG, SYSTEM, examples
 
 def test_the_loss_covers_only_the_target_reply(learn_home: Path) -> None:
     from shoal.learn.base import load_base

@@ -105,10 +105,11 @@ def set_adapters(ctx: Context, adapters: Sequence[LoraAdapter]) -> None:
         raise ModelError(f"llama.cpp could not set the adapters (status {status})")
 
 
-def sequence_logits(ctx: Context, ids: Sequence[int], *, seq: int = 0, first: int = 0) -> Any:
+def sequence_logits(ctx: Context, ids: Sequence[int], *, seq: int = 0, first: int = 0, keep: bool = False) -> Any:
     """Logits (n, n_vocab) for positions ``first..len(ids)-1`` of ``ids`` decoded fresh in ``seq``.
 
-    Evaluation, not serving: it owns the context while it runs.
+    Evaluation, not serving: it owns the context while it runs. ``keep`` leaves the KV cells
+    in place (to continue decoding after ``ids``).
     """
     import numpy as np
 
@@ -126,5 +127,6 @@ def sequence_logits(ctx: Context, ids: Sequence[int], *, seq: int = 0, first: in
             if start + i >= first:
                 ptr = lib.llama_get_logits_ith(ctx.ptr, i)
                 rows.append(np.ctypeslib.as_array(ptr, shape=(n_vocab,)).copy())
-    ctx.seq_rm(seq)
+    if not keep:
+        ctx.seq_rm(seq)
     return np.stack(rows) if rows else np.zeros((0, n_vocab), dtype=np.float32)

@@ -211,3 +211,20 @@ class AdapterRegistry:
         if not path.is_file():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def resolve_served(bot: str, setting: str) -> str:
+    """A bot's ``adapter`` setting → the GGUF path to serve ("" = the base model); errors are logged, not raised.
+
+    Read at every request: promoting or rolling back takes effect at the next reply, with no restart.
+    """
+    import logging
+
+    from shoal.config import Settings
+
+    try:
+        path = AdapterRegistry(Settings().home, bot).resolve(setting)
+    except (NotFound, ModelError, OSError) as exc:
+        logging.getLogger(__name__).warning("bot %s: adapter %r not served: %s", bot, setting, exc)
+        return ""
+    return str(path) if path is not None else ""

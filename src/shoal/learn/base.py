@@ -79,4 +79,6 @@ def load_base(home: Path, gguf: Path) -> tuple[Any, Any]:
     (tmp / "shoal-base.json").write_text(json.dumps({"gguf": str(gguf), "fingerprint": gguf_fingerprint(gguf)}))
     shutil.rmtree(cache, ignore_errors=True)
     tmp.rename(cache)
-    return model, tok
+    del model
+    # from the cache, so every run's model names the same origin (peft records it in adapters)
+    return AutoModelForCausalLM.from_pretrained(cache, dtype=torch.float32), AutoTokenizer.from_pretrained(cache)

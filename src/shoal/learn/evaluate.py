@@ -94,6 +94,27 @@ class EngineEvaluator:
             n += len(labels)
         return total / max(1, n)
 
+    def generate(self, messages: Sequence[dict[str, str]], *, max_tokens: int = 48) -> str:
+        """The greedy reply to ``messages`` (ending with the person's turn) under the current adapter."""
+        import numpy as np
+
+        from shoal.engine.chat import render
+        from shoal.engine.lora import sequence_logits
+        from shoal.types import ChatMessage
+
+        prompt = render(self.template, [ChatMessage(m["role"], m["content"]) for m in messages])  # type: ignore[arg-type]
+        ids = self.model.tokenize(prompt, add_special=True, parse_special=True)
+        out: list[int] = []
+        logits = sequence_logits(self.ctx, ids, first=len(ids) - 1, keep=True)
+        for _ in range(max_tokens):
+            tok = int(np.argmax(logits[-1]))
+            if self.model.is_eog(tok):
+                break
+            out.append(tok)
+            logits = _next_logits(self.ctx, tok, len(ids) + len(out) - 1)
+        self.ctx.seq_rm(0)
+        return self.model.detokenize(out).strip()
+
     def scores(self, val: Sequence[dict[str, Any]], canary: Sequence[dict[str, Any]]) -> Scores:
         return Scores(self.loss(val), self.loss(canary))
 
@@ -106,3 +127,14 @@ class EngineEvaluator:
         for a in self._adapters:
             a.close()
         self.model.close()
+
+
+def _next_logits(ctx: Any, token: int, pos: int) -> Any:
+    import numpy as np
+
+    from shoal.errors import ModelError
+
+    if ctx.decode([(token, pos, 0, True)]) != 0:
+        raise ModelError("llama_decode failed while generating")
+    ptr = ctx._lib.llama_get_logits_ith(ctx.ptr, 0)
+    return np.ctypeslib.as_array(ptr, shape=(ctx.model.n_vocab,)).copy()[None, :]

@@ -365,7 +365,7 @@ def train(
     result.val_loss_tuned, result.canary_loss_tuned = mean_loss(model, enc_val), mean_loss(model, enc_canary)
     adapter_dir = run_dir / "adapter"
     shutil.rmtree(adapter_dir, ignore_errors=True)
-    model.save_pretrained(adapter_dir)
+    model.save_pretrained(adapter_dir, save_embedding_layers=False)
     from shoal.learn.gguf_lora import export_gguf_lora
 
     export_gguf_lora(adapter_dir, base.config, run_dir / "adapter.gguf", base_fingerprint=meta["base_fingerprint"])
