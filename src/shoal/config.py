@@ -216,6 +216,10 @@ class BotConfig(_Strict):
     role: BotRole
     server: str = "local"
     model: str | None = Field(default=None, description="model name; empty = the server's default")
+    adapter: str = Field(
+        default="", max_length=200,
+        description='LoRA adapter (embedded engine): "latest" = the promoted one (`shoal learn promote`), a version, or "" = none',
+    )
     instruction: str = ""
     history: int = Field(default=12, ge=0, description="recent messages the bot sees")
     rank: int = Field(default=0, description="order among bots of the same priority")

@@ -123,6 +123,9 @@ class GenerateRequest:
     #: text the assistant has already produced; generation continues after it
     #: (used by mid-stream failover). Not repeated in the output.
     prefix: str = ""
+    #: a GGUF LoRA adapter file to generate with ("" = the base model); the embedded
+    #: engine batches only sequences with the same adapter (docs/learn.md)
+    adapter: str = ""
 
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]

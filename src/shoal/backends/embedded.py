@@ -21,7 +21,7 @@ class EmbeddedBackend:
 
     supports_grammar: ClassVar[bool] = True
     supports_embeddings: ClassVar[bool] = False
-    supports_lora: ClassVar[bool] = False
+    supports_lora: ClassVar[bool] = True  # GenerateRequest.adapter (engine/lora.py)
 
     def __init__(
         self,

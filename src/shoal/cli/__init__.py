@@ -38,6 +38,9 @@ def _register() -> None:
     from shoal.cli import edge
 
     app.add_typer(edge.app, name="edge")
+    from shoal.cli import learn
+
+    app.add_typer(learn.app, name="learn")
 
 
 def setup_logging() -> None:

@@ -101,6 +101,8 @@ class _Prefix:
 
     tokens: list[int]
     state: Any  # llama.cpp's serialised cells of one sequence (a ctypes buffer)
+    #: the adapter the cells were computed under (cells are wrong under another)
+    adapter: str = ""
 
 
 @dataclass
@@ -113,6 +115,7 @@ class EngineStats:
     cancelled: int = 0
     failed: int = 0
     rejected: int = 0
+    adapter_switches: int = 0
 
 
 class Engine:
@@ -146,6 +149,9 @@ class Engine:
         # start of the next decode, which would overwrite a restored prefix
         self._copy_pending: set[int] = set()
         self._order = itertools.count()
+        # LoRA adapters by file, loaded on first use; the set the context has now
+        self._adapters: dict[str, Any] = {}
+        self._applied = ""
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"shoal-engine-{name}", daemon=True)
         self._thread.start()
@@ -301,12 +307,14 @@ class Engine:
         # is cheaper than copying a live sequence's whole stream
         stored = self._store.items() if seq.seq_id not in self._copy_pending else ()
         for key, prefix in stored:
+            if prefix.adapter != seq.req.adapter:
+                continue
             n = _common_prefix(prefix.tokens, seq.prompt, limit)
             if n > best_len:
                 best_len, best_key = n, key
         best_live: _Seq | None = None
         for other in self._active:
-            if other is not seq:
+            if other is not seq and other.req.adapter == seq.req.adapter:
                 n = _common_prefix(other.fed, seq.prompt, limit)
                 if n > best_len:
                     best_len, best_live = n, other
@@ -339,7 +347,7 @@ class Engine:
         state = self.ctx.state_save(seq.seq_id)
         if state is None:
             return
-        self._store[next(self._store_keys)] = _Prefix(list(seq.fed), state)
+        self._store[next(self._store_keys)] = _Prefix(list(seq.fed), state, seq.req.adapter)
         self._store_cells += len(seq.fed)
         while self._store_cells > budget:
             self._drop_prefix(next(iter(self._store)))
@@ -352,6 +360,10 @@ class Engine:
         budget = self.config.batch
         plan: list[tuple[_Seq, int]] = []
         order = sorted(self._active, key=lambda s: s.sort_key)
+        # an adapter applies to a whole batch: this step serves the most urgent sequence's
+        # adapter set; the others wait a step (the foreground still goes first)
+        if order:
+            order = [s for s in order if s.req.adapter == order[0].req.adapter]
         fg_prefill = any(s.foreground and s.prefilling for s in order)
         fg_present = any(s.foreground for s in order)
         bg_budget = self.config.background_budget if fg_present else budget
@@ -407,6 +419,9 @@ class Engine:
                 assert seq.pending is not None
                 outputs.append((seq, len(items)))
                 items.append((seq.pending, seq.n_past, seq.seq_id, True))
+        self._use_adapter(plan[0][0].req.adapter, [seq for seq, _ in plan])
+        if any(seq.foreground for seq, _ in plan):
+            BUDGET.note_foreground()  # a trainer yields its threads to this reply (shoal.learn.train)
         self.ctx.set_threads(BUDGET.threads_for(self.config.threads))
         status = self.ctx.decode(items)
         if status == 1:
@@ -433,6 +448,24 @@ class Engine:
             assert seq.sampler is not None
             tok = seq.sampler.sample(self.ctx, idx)
             self._accept(seq, tok)
+
+    def _use_adapter(self, path: str, seqs: list[_Seq]) -> None:
+        """Give the context ``path``'s adapter (loaded once); a file that cannot be loaded serves the base model."""
+        if path == self._applied:
+            return
+        from shoal.engine.lora import LoraAdapter, set_adapters
+        from shoal.errors import ModelError
+
+        if path and path not in self._adapters:
+            try:
+                self._adapters[path] = LoraAdapter(self.model, path)
+            except ModelError as exc:
+                log.error("adapter %s not served (the base model answers instead): %s", path, exc)
+                self._adapters[path] = None
+        adapter = self._adapters.get(path) if path else None
+        set_adapters(self.ctx, [adapter] if adapter is not None else [])
+        self._applied = path
+        self.stats.adapter_switches += 1
 
     def _relieve_kv(self, plan: list[tuple[_Seq, int]]) -> None:
         """No KV room for the batch: fail the least urgent sequence."""

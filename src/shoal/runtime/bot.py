@@ -161,6 +161,7 @@ class Bot:
             priority=self.priority,
             rank=self.config.rank,
             owner=self.name,
+            adapter=served_adapter(self.name, self.config.adapter),
         )
 
     def stream(self, req: GenerateRequest) -> AsyncIterator[Chunk]:
@@ -180,3 +181,12 @@ class Bot:
 
     async def complete(self, req: GenerateRequest) -> Completion:
         return await generate(self.backend, req)
+
+
+def served_adapter(bot: str, setting: str) -> str:
+    """The adapter file a bot generates with ("" = none); a missing one is logged, never fatal (issue 14)."""
+    if not setting:
+        return ""
+    from shoal.learn.adapters import resolve_served
+
+    return resolve_served(bot, setting)

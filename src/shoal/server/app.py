@@ -105,6 +105,9 @@ def create_app(env: Env | None = None, *, swarm: Swarm | None = None) -> FastAPI
     app.include_router(ws.router)
     app.include_router(hooks.router)
     app.include_router(nodes_api.router)  # edge nodes (issue 16): the hub and /api/nodes
+    from shoal.server import learn_api
+
+    app.include_router(learn_api.router)  # learning (issue 14): feedback on replies, adapters
 
     @app.get("/healthz", tags=["meta"], summary="Liveness")
     async def healthz() -> dict[str, str]:

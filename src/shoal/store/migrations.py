@@ -177,3 +177,28 @@ def m008_authors_and_turns(conn: Any) -> None:
         CREATE INDEX injections_turn ON injections(turn_id);
         """,
     )
+
+
+@migration
+def m030_learn_feedback(conn: Any) -> None:
+    """A person's verdict on a reply: good, bad, and/or the text they wanted instead (issue 14).
+
+    One row per (reply, person). Deleting the reply deletes the verdict: forget means forget,
+    and a dataset is rebuilt from these rows every time.
+    """
+    run_script(
+        conn,
+        """
+        CREATE TABLE learn_feedback (
+            message_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            rating TEXT CHECK (rating IN ('good', 'bad')),
+            correction TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (message_id, user_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX learn_feedback_user ON learn_feedback(user_id, updated_at);
+        """,
+    )

@@ -361,6 +361,22 @@ const Chat = {
         toast(`Deleted (${r.deleted.length} record${r.deleted.length === 1 ? "" : "s"}).`, null, true);
       } catch (e) { toast(e.message, e.hint); }
     },
+    // learning (issue 14): 👍/👎 and "what I wanted instead" on a reply
+    async rate(m, rating) {
+      try {
+        const r = await api("PUT", "/api/messages/" + m.id + "/feedback", { rating: m.rating === rating ? "none" : rating });
+        m.rating = r.rating;
+      } catch (e) { toast(e.message, e.hint); }
+    },
+    async correct(m) {
+      const text = prompt("The reply you wanted (shoal learns from it):", m.correction || m.content);
+      if (text === null) return;
+      try {
+        const r = await api("PUT", "/api/messages/" + m.id + "/feedback", { correction: text });
+        m.correction = r.correction;
+        toast("Correction saved.", null, true);
+      } catch (e) { toast(e.message, e.hint); }
+    },
     async send(text) {
       text = (text ?? this.text).trim();
       if (!text || !state.current) return;
@@ -414,6 +430,12 @@ const Chat = {
           </div>
           <div class="bubble" :data-test="m.role === 'assistant' ? 'reply' : 'user-bubble'">{{ m.content }}<span class="cursor" v-if="m.streaming"></span></div>
           <button class="msg-delete" v-if="!m.pending && !m.streaming" @click="removeMessage(m)" title="delete this message and everything made from it" data-test="delete-message">🗑</button>
+          <div class="msg-rate" v-if="m.role === 'assistant' && !m.streaming && !String(m.id).startsWith('local-')" data-test="rate">
+            <button class="btn small" :class="{primary: m.rating === 'good'}" @click="rate(m, 'good')" title="a good reply (shoal learns from it)" data-test="rate-good">👍</button>
+            <button class="btn small" :class="{primary: m.rating === 'bad'}" @click="rate(m, 'bad')" title="a bad reply" data-test="rate-bad">👎</button>
+            <button class="btn small" @click="correct(m)" title="edit it into the reply you wanted" data-test="rate-fix">✎</button>
+            <span class="tag" v-if="m.correction" :title="m.correction">corrected</span>
+          </div>
           <div class="recalled" v-if="m.recalled && m.recalled.length" title="memories given to this reply">
             <span v-for="r in m.recalled" :key="r.id">↺ {{ r.text }}</span>
           </div>
