@@ -38,6 +38,9 @@ def _register() -> None:
     from shoal.cli import edge
 
     app.add_typer(edge.app, name="edge")
+    from shoal.cli import mcp
+
+    app.command("mcp")(mcp.mcp)  # issue 17: shoal as an MCP server
 
 
 def setup_logging() -> None:
