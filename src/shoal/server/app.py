@@ -101,6 +101,11 @@ def create_app(env: Env | None = None, *, swarm: Swarm | None = None) -> FastAPI
     app.include_router(ws.router)
     app.include_router(hooks.router)
     app.include_router(nodes_api.router)  # edge nodes (issue 16): the hub and /api/nodes
+    from shoal.server import ollama_compat, openai_more, tools_api  # issue 17: /v1 rest, Ollama API, /api/tools
+
+    app.include_router(openai_more.router)
+    app.include_router(ollama_compat.router)
+    app.include_router(tools_api.router)
 
     @app.get("/healthz", tags=["meta"], summary="Liveness")
     async def healthz() -> dict[str, str]:

@@ -66,6 +66,8 @@ def choice_schema(tools: Iterable[Tool], *, allow_none: bool = True) -> dict[str
 class Choice:
     tool: str | None  # None: no tool
     arguments: dict[str, Any]
+    #: tokens spent on the choice, every attempt included (prompt, completion)
+    usage: tuple[int, int] = (0, 0)
 
 
 def parse_choice(text: str, tools: dict[str, Tool]) -> tuple[Choice | None, str | None]:
@@ -130,6 +132,7 @@ async def choose(
     by_name = {t.name: t for t in tools}
     schema = choice_schema(tools, allow_none=allow_none) if constrain else None
     convo = [ChatMessage("system", tool_prompt(tools, allow_none=allow_none)), *[m for m in messages if m.role != "system"]]
+    spent = [0, 0]
     for attempt in range(retries + 1):
         req = GenerateRequest(
             messages=list(convo),
@@ -139,10 +142,14 @@ async def choose(
             priority=priority,
             owner=owner,
         )
-        text = (await generate(backend, req)).text.strip()
+        out = await generate(backend, req)
+        spent[0] += out.prompt_tokens
+        spent[1] += out.completion_tokens
+        text = out.text.strip()
         choice, problem = parse_choice(text, by_name)
         if choice is not None:
             counts["none" if choice.tool is None else "chosen"] += 1
+            choice.usage = (spent[0], spent[1])
             return choice
         counts["invalid"] += 1
         convo += [ChatMessage("assistant", text[:300]), ChatMessage("user", f"That is not a valid tool call: {problem}. Answer with JSON only.")]
