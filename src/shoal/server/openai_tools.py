@@ -91,14 +91,16 @@ def as_messages(raw: list[dict[str, Any]]) -> list[ChatMessage]:
                 fn = c.get("function") or {}
                 names[c.get("id", "")] = fn.get("name", "tool")
             if calls and not content:
-                fn = calls[0].get("function") or {}
-                args = fn.get("arguments")
-                args = json.loads(args) if isinstance(args, str) and args.strip().startswith("{") else (args or {})
-                content = json.dumps({"tool": fn.get("name"), "arguments": args})
+                continue  # the call itself: a small model shown it would only write it again
             out.append(ChatMessage("assistant", content))
         elif role == "tool":
             name = m.get("name") or names.get(m.get("tool_call_id", ""), "the tool")
-            out.append(ChatMessage("user", f"The {name} tool returned: {content}\nUse this result to answer my question."))
+            note = f"The {name} tool returned: {content}. Use this result in your answer."
+            # folded into the question it answers: small models follow one user turn best
+            if out and out[-1].role == "user":
+                out[-1] = ChatMessage("user", f"{out[-1].content}\n\n{note}")
+            else:
+                out.append(ChatMessage("user", note))
         else:
             out.append(ChatMessage("user", content))
     return out
