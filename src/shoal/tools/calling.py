@@ -118,7 +118,7 @@ async def choose(
     constrain: bool = True,
     priority: Priority = Priority.PRIMARY,
     owner: str = "",
-    max_tokens: int = 96,
+    max_tokens: int = 64,
     retries: int = 1,
     stats: Counter[str] | None = None,
     seed: int | None = None,
