@@ -16,7 +16,6 @@ import asyncio
 import json
 import logging
 import os
-from dataclasses import dataclass
 from typing import Any
 
 from shoal.errors import AuthError, BackendUnavailable, NotFound, ShoalError
@@ -27,20 +26,15 @@ log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- client
-@dataclass
-class _Call:
-    name: str
-    arguments: dict[str, Any]
-    done: "asyncio.Future[Any]"
-
-
 class McpSource:
-    """One outside MCP server: a task owns the session; calls go through a bounded queue (fail fast when full)."""
+    """One outside MCP server. A task enters and leaves the session (anyio scopes belong to one task);
+    calls use the open session from any task, so a slow call does not hold up the others."""
 
     def __init__(self, config: McpServerConfig) -> None:
         self.config = config
-        self.calls: asyncio.Queue[_Call | None] = asyncio.Queue(maxsize=64)
         self.tools: list[Any] = []
+        self.client: Any = None
+        self._closing = asyncio.Event()
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(self._own(), name=f"mcp:{config.name}")
 
@@ -56,18 +50,10 @@ class McpSource:
     async def _own(self) -> None:
         try:
             async with self._client() as client:
-                listed = await client.list_tools()
-                self.tools = list(listed.tools)
+                self.tools = list((await client.list_tools()).tools)
+                self.client = client
                 self._ready.set_result(None)
-                while (call := await self.calls.get()) is not None:
-                    try:
-                        result = await client.call_tool(call.name, call.arguments)
-                    except Exception as exc:  # the server's failure is the call's, not the session's
-                        if not call.done.done():
-                            call.done.set_exception(ShoalError(f"MCP server '{self.config.name}': {exc}"))
-                        continue
-                    if not call.done.done():
-                        call.done.set_result(result)
+                await self._closing.wait()
         except Exception as exc:
             err = BackendUnavailable(f"MCP server '{self.config.name}' failed: {type(exc).__name__}: {exc}",
                                      hint="check [[tools.mcp]] command/url in shoal.toml")
@@ -75,23 +61,20 @@ class McpSource:
                 self._ready.set_exception(err)
             log.warning("%s", err.message)
         finally:
-            while not self.calls.empty():
-                pending = self.calls.get_nowait()
-                if pending is not None and not pending.done.done():
-                    pending.done.set_exception(BackendUnavailable(f"MCP server '{self.config.name}' is gone"))
+            self.client = None
 
     async def ready(self) -> None:
         await asyncio.wait_for(asyncio.shield(self._ready), timeout=self.config.timeout)
 
     async def call(self, name: str, arguments: dict[str, Any]) -> Any:
-        if self._task.done():
+        if self.client is None:
             raise BackendUnavailable(f"MCP server '{self.config.name}' is not running")
-        call = _Call(name, arguments, asyncio.get_running_loop().create_future())
         try:
-            self.calls.put_nowait(call)
-        except asyncio.QueueFull:
-            raise ShoalError(f"MCP server '{self.config.name}' has too many calls waiting") from None
-        result = await call.done
+            result = await self.client.call_tool(name, arguments)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the server's failure is the call's, not the session's
+            raise ShoalError(f"MCP server '{self.config.name}': {type(exc).__name__}: {exc}") from exc
         texts = [getattr(c, "text", "") for c in result.content if getattr(c, "type", "") == "text"]
         if result.is_error:
             raise ShoalError(f"{name}: {' '.join(texts) or 'the MCP tool failed'}")
@@ -100,16 +83,12 @@ class McpSource:
         return "\n".join(texts)
 
     async def aclose(self) -> None:
-        if not self._task.done():
-            try:
-                self.calls.put_nowait(None)
-            except asyncio.QueueFull:
-                self._task.cancel()
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=10)
-            except (asyncio.TimeoutError, Exception):
-                self._task.cancel()
-                await asyncio.gather(self._task, return_exceptions=True)
+        self._closing.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout=10)
+        except (asyncio.TimeoutError, Exception):
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
 
 
 async def connect_servers(registry: ToolRegistry, servers: list[McpServerConfig]) -> list[McpSource]:
@@ -148,6 +127,7 @@ def _forward(source: McpSource, name: str) -> Any:
 def build_server(swarm: Any, user: Any = None) -> Any:
     """shoal's MCP server over a started ``swarm``; ``user`` fixed (stdio) or from each request's token (http)."""
     from mcp.server.mcpserver import Context, MCPServer
+    from mcp.server.mcpserver.exceptions import ToolError  # its message reaches the client (others are masked)
 
     from shoal.server.auth import authenticate
 
@@ -160,7 +140,10 @@ def build_server(swarm: Any, user: Any = None) -> Any:
         if user is not None:
             return user
         headers = ctx.headers or {}
-        return await authenticate(swarm.accounts, {k.lower(): v for k, v in headers.items()}, {})
+        try:
+            return await authenticate(swarm.accounts, {k.lower(): v for k, v in headers.items()}, {})
+        except AuthError as exc:
+            raise ToolError(exc.message) from None
 
     @server.tool(description="Search what shoal remembers about you. Returns the best matches, best first.")
     async def memory_search(query: str, ctx: Context, limit: int = 5) -> list[dict[str, Any]]:
@@ -173,7 +156,7 @@ def build_server(swarm: Any, user: Any = None) -> Any:
         who = await caller(ctx)
         text = text.strip()
         if not text or len(text) > 4000:
-            raise ValueError("the note must be 1 to 4000 characters")
+            raise ToolError("the note must be 1 to 4000 characters")
         m, _ = await swarm.memories.add(who.id, "raw", text, method="mcp")
         return {"id": m.id, "text": m.text}
 
@@ -183,7 +166,7 @@ def build_server(swarm: Any, user: Any = None) -> Any:
         try:
             erased = await swarm.forget_memory(memory_id, who)
         except NotFound:
-            raise ValueError(f"you have no memory '{memory_id}'") from None
+            raise ToolError(f"you have no memory '{memory_id}'") from None
         return {"forgotten": memory_id, "deleted": len(getattr(erased, "deleted", []) or [])}
 
     @server.tool(description="Ask shoal's swarm something; returns its reply. Pass conversation to continue one.")
@@ -193,7 +176,7 @@ def build_server(swarm: Any, user: Any = None) -> Any:
             try:
                 conv = await swarm.conversations.get_conversation(conversation, user_id=who.id)
             except NotFound:
-                raise ValueError(f"you have no conversation '{conversation}'") from None
+                raise ToolError(f"you have no conversation '{conversation}'") from None
         else:
             conv = await swarm.conversations.create_conversation(who.id, title="mcp")
         result = await swarm.run_turn(conv.id, who.id, question, timeout=120)
