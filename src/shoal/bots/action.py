@@ -84,9 +84,19 @@ class ActionBot(Bot):
 
 
 def tool_note(outcome: "ToolOutcome") -> str:
-    if outcome.ok:
-        return f"{outcome.tool} returned {outcome.result}"
-    return f"the {outcome.tool} tool could not help ({outcome.status}: {outcome.error})"
+    """The result in words a small model can repeat (it would copy raw JSON into the reply)."""
+    if not outcome.ok:
+        return f"the {outcome.tool} tool could not help ({outcome.status}: {outcome.error})"
+    v = outcome.value
+    if isinstance(v, dict) and "result" in v:
+        said = str(v["result"])
+    elif isinstance(v, dict):
+        said = ", ".join(f"{k} {x}" for k, x in v.items() if k not in ("iso", "timezone"))
+    elif isinstance(v, list):
+        said = "; ".join(str(x.get("text", x)) if isinstance(x, dict) else str(x) for x in v[:3]) or "nothing"
+    else:
+        said = outcome.result
+    return f"{outcome.tool} returned {said[:300]}"
 
 
 class ActionPool:

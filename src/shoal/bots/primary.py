@@ -298,6 +298,7 @@ class PrimaryBot(Bot):
             from shoal.tools.calling import tool_template
 
             if (template := tool_template(self.config, self.ctx.tools, ev.text)) is not None:
+                state.waiting.add(template.name)  # the turn settles with the tool's result, not before
                 self.tasks.spawn(self.ctx.actions.run(template, ev.conversation, ev.message_id, ev.text), name="action:tools")
         if not state.waiting:
             self.tasks.spawn(self._settle(state), name=f"settle:{state.turn}")

@@ -168,7 +168,9 @@ async def webhook(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
 def register(registry: ToolRegistry) -> None:
     registry.function(
         "calculator", "Evaluate an arithmetic expression, e.g. (3 + 4) * 12 or sqrt(2).",
-        {"type": "object", "properties": {"expression": {"type": "string", "minLength": 1, "maxLength": 200}},
+        # the pattern is in the grammar too: no quote or brace can enter, so the string must end where the sum does
+        {"type": "object", "properties": {"expression": {"type": "string", "minLength": 1, "maxLength": 200,
+                                                         "pattern": "^[0-9a-z+*/%^()., -]+$"}},
          "required": ["expression"], "additionalProperties": False},
         hint=r"\d\s*[-+*/x×÷^%]\s*\d|\b(calculate|compute|how much is|what is \d|sqrt|square root|percent)\b",
     )(calculator)

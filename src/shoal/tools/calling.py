@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 #: counts of every decision made by a model: chosen, none, invalid (retried), dropped
 STATS: Counter[str] = Counter()
 
-_GRAMMAR_ONLY_DROP = ("maxLength", "maxItems", "pattern", "format")
+_GRAMMAR_ONLY_DROP = ("maxLength", "maxItems", "format")
 
 
 def _for_grammar(schema: Any) -> Any:
@@ -60,6 +60,18 @@ def choice_schema(tools: Iterable[Tool], *, allow_none: bool = True) -> dict[str
     if allow_none:
         options.append({"type": "object", "properties": {"tool": {"const": "none"}}, "required": ["tool"], "additionalProperties": False})
     return options[0] if len(options) == 1 else {"anyOf": options}
+
+
+def choice_grammar(schema: dict[str, Any]) -> str:
+    """llama.cpp's grammar for ``schema``, with strings that cannot hold raw control characters.
+
+    The converter's string rule lets a newline into a string, and a small model
+    then forgets the closing quote and rambles on inside it; JSON forbids
+    those characters anyway. Backends without grammars use ``json_schema``.
+    """
+    from shoal.engine.scheduler import schema_to_grammar
+
+    return schema_to_grammar(schema).replace('char ::= [^"\\\\]', 'char ::= [^"\\\\\\x7F\\x00-\\x1F]')
 
 
 @dataclass
@@ -131,6 +143,7 @@ async def choose(
     counts = STATS if stats is None else stats
     by_name = {t.name: t for t in tools}
     schema = choice_schema(tools, allow_none=allow_none) if constrain else None
+    grammar = choice_grammar(schema) if schema is not None else None
     convo = [ChatMessage("system", tool_prompt(tools, allow_none=allow_none)), *[m for m in messages if m.role != "system"]]
     spent = [0, 0]
     for attempt in range(retries + 1):
@@ -139,6 +152,7 @@ async def choose(
             model=model,
             sampling=SamplingParams(max_tokens=max_tokens, temperature=0.0 if attempt == 0 else 0.4, seed=seed),
             json_schema=schema,
+            grammar=grammar,
             priority=priority,
             owner=owner,
         )
@@ -173,8 +187,10 @@ async def call_tool_for(bot: "Bot", conversation: str, turn: str | None, user_id
     if not offered:
         return None
     try:
+        # the rules said a tool is wanted: the model picks which and writes the arguments, not whether
         choice = await choose(
             bot.backend, offered, [ChatMessage("user", text)], model=bot.config.model, priority=bot.priority, owner=bot.name,
+            allow_none=False,
         )
     except ShoalError:
         STATS["dropped"] += 1
