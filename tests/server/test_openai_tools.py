@@ -158,3 +158,18 @@ def test_legacy_completions_plain_and_streamed(live: LiveServer, site: Site) -> 
         assert "".join(parts) == out.choices[0].text  # greedy: the same text either way
         with pytest.raises(openai.NotFoundError):
             c.completions.create(model="primary", prompt="hi", max_tokens=4)  # bob may not use the primary
+
+
+def test_litellm_as_a_client_of_shoals_v1(live: LiveServer, site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch of its price list at import
+    import litellm
+
+    common = {"api_base": f"{live.url}/v1", "api_key": site.tokens["bob"], "timeout": 120, "num_retries": 0}
+    out = litellm.completion(model="openai/conversation", messages=QUESTION, tools=[CALCULATOR],
+                             tool_choice={"type": "function", "function": {"name": "calculator"}}, **common)
+    [call] = out.choices[0].message.tool_calls
+    assert call.function.name == "calculator" and json.loads(call.function.arguments)["expression"]
+    emb = litellm.embedding(model="openai/all-minilm-l6-v2", input=["bees"], **common)
+    assert len(emb.data[0]["embedding"]) == 384
+    with pytest.raises(litellm.AuthenticationError):
+        litellm.completion(model="openai/conversation", messages=QUESTION, **{**common, "api_key": "shoal_wrong"})
