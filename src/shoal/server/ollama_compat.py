@@ -19,11 +19,11 @@ from typing import Any, AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import shoal
 from shoal.backends.base import generate
-from shoal.errors import ShoalError
+from shoal.errors import BadInput, ShoalError
 from shoal.server.openai_compat import (
     ChatCompletionIn, Message, ResponseFormat, backend_for, build_request, caller, cluster_of, tool_choice_completion,
 )
@@ -33,7 +33,8 @@ from shoal.store.conversations import User
 
 router = APIRouter(prefix="/api", tags=["ollama"])
 
-STATUS = {"unauthorized": 401, "forbidden": 403, "not_found": 404, "bad_input": 400, "capacity": 503, "tool_call_invalid": 500}
+STATUS = {"unauthorized": 401, "forbidden": 403, "not_found": 404, "bad_input": 400, "capacity": 503, "tool_call_invalid": 422,
+          "context_overflow": 400, "config": 400}
 
 
 def ollama_error(exc: ShoalError) -> JSONResponse:
@@ -120,8 +121,20 @@ def as_chat(model: str, messages: list[dict[str, Any]], fmt: Any, options: dict[
     if fmt == "json":
         rf = ResponseFormat(type="json_object")
     elif isinstance(fmt, dict):
+        from shoal.tools.calling import choice_grammar
+
+        choice_grammar(fmt or {"type": "object"})  # BadInput now for a schema no grammar can express, not a 502 later
         rf = ResponseFormat(type="json_schema", json_schema={"schema": fmt})
     stop = options.get("stop")
+    try:
+        return _chat_in(model, messages, rf, options, stop, stream)
+    except ValidationError as exc:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"])
+        raise BadInput(f"{where}: {first['msg']}" if where else str(first["msg"]), hint="see Ollama's API for messages and options") from None
+
+
+def _chat_in(model: str, messages: list[dict[str, Any]], rf: Any, options: dict[str, Any], stop: Any, stream: bool) -> ChatCompletionIn:
     return ChatCompletionIn(
         model=model,
         messages=[Message(**{**m, "content": m.get("content") or ""}) for m in messages] or [Message(role="user", content="")],

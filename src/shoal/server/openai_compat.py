@@ -55,7 +55,7 @@ def translate(exc: ShoalError) -> OpenAIError:
     if isinstance(exc, PermissionDenied):
         return OpenAIError(403, str(exc), "invalid_request_error", "permission_denied")
     if exc.code == "tool_call_invalid":
-        return OpenAIError(500, str(exc), "server_error", exc.code)
+        return OpenAIError(422, str(exc), "invalid_request_error", exc.code)
     if isinstance(exc, CapacityError):
         return OpenAIError(503, str(exc), "server_error", exc.code)
     return OpenAIError(502 if exc.code.startswith("backend") else 400, str(exc), "server_error" if exc.code.startswith("backend") else "invalid_request_error", exc.code)

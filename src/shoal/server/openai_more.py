@@ -104,6 +104,8 @@ async def completions(body: CompletionIn, request: Request, user: User = Depends
     try:
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise BadInput("prompt must be a string or a list of strings")
+        if len(prompts) * body.n > 16:
+            raise BadInput("at most 16 completions per request (prompts × n)", hint="send fewer prompts or a smaller n")
         reqs = []
         for p in prompts:
             chat = ChatCompletionIn(

@@ -19,7 +19,8 @@ from shoal.types import ChatMessage
 
 
 class ToolCallFailed(ShoalError):
-    """The model could not write a valid call although the client required one."""
+    """The model could not write a valid call although the client required one (422: the request
+    was well formed but could not be met; retry, or loosen tool_choice)."""
 
     code = "tool_call_invalid"
 
@@ -62,7 +63,8 @@ def pick(tools: list[Tool], tool_choice: Any) -> tuple[list[Tool], bool] | None:
     if tool_choice == "required":
         return tools, False
     if isinstance(tool_choice, dict):
-        name = (tool_choice.get("function") or {}).get("name")
+        fn = tool_choice.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else None
         chosen = [t for t in tools if t.name == name]
         if not chosen:
             raise BadInput(f"tool_choice names '{name}', which is not in tools", hint="name one of the functions in tools")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
 from shoal.backends.base import Backend, generate
-from shoal.errors import ShoalError
+from shoal.errors import BackendError, BadInput, ShoalError
 from shoal.tools.registry import Tool, ToolContext, ToolOutcome, ToolRegistry, schema_error
 from shoal.types import ChatMessage, GenerateRequest, Priority, SamplingParams
 
@@ -71,7 +71,11 @@ def choice_grammar(schema: dict[str, Any]) -> str:
     """
     from shoal.engine.scheduler import schema_to_grammar
 
-    return schema_to_grammar(schema).replace('char ::= [^"\\\\]', 'char ::= [^"\\\\\\x7F\\x00-\\x1F]')
+    try:
+        grammar = schema_to_grammar(schema)
+    except BackendError as exc:  # a schema llama.cpp's converter cannot express: the caller's to fix
+        raise BadInput(f"cannot constrain output to this schema: {exc.message}", hint="simplify the tool's parameters") from exc
+    return grammar.replace('char ::= [^"\\\\]', 'char ::= [^"\\\\\\x7F\\x00-\\x1F]')
 
 
 @dataclass
