@@ -72,6 +72,9 @@ class ActionBot(Bot):
         """One constrained tool call for the task (tools.calling), as the person who asked."""
         from shoal.tools.calling import call_tool_for
 
+        conv = await self.ctx.conversations.get_conversation(conversation)
+        if conv.room is not None:
+            return None  # everyone in a room sees its events: one person's memories would reach the others
         user_id = ""
         if turn:
             try:
@@ -79,7 +82,7 @@ class ActionBot(Bot):
             except NotFound:
                 pass
         if not user_id:
-            user_id = (await self.ctx.conversations.get_conversation(conversation)).user_id
+            user_id = conv.user_id
         return await call_tool_for(self, conversation, turn, user_id, task)
 
 

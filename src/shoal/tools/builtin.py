@@ -159,7 +159,7 @@ async def webhook(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     try:
         # no redirects: a redirect could leave the allow-list
         async with httpx.AsyncClient(timeout=ctx.config.timeout, follow_redirects=False) as client:
-            r = await client.post(url, json={"payload": args.get("payload", {}), "user": ctx.user_id, "caller": ctx.caller})
+            r = await client.post(url, json={"payload": args.get("payload", {}), "caller": ctx.caller})
     except httpx.HTTPError as exc:
         raise ShoalError(f"the webhook {url} failed: {type(exc).__name__}: {exc}") from exc
     return {"status": r.status_code, "body": r.text[:1000]}
