@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shoal.edge.config import EdgeConfig
+from shoal.tools.config import ToolsConfig
 from shoal.errors import ConfigError
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -264,6 +265,7 @@ class BotConfig(_Strict):
         default=0.5, ge=0.0, le=1.0, description="persona: chance to answer a turn not addressed to anyone"
     )
     topics: list[str] = Field(default_factory=list, description="persona: words that make it the one to answer")
+    tools: list[str] = Field(default_factory=list, description="tools it may call (docs/tools.md; \"*\": all; empty: none)")
 
     @property
     def chat_principals(self) -> list[str]:
@@ -358,6 +360,7 @@ class ShoalConfig(_Strict):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     rooms: list[RoomConfig] = Field(default_factory=list)
     edge: EdgeConfig = Field(default_factory=EdgeConfig)
+    tools: ToolsConfig = Field(default_factory=ToolsConfig)
 
     @model_validator(mode="after")
     def _cross_check(self) -> "ShoalConfig":

@@ -294,6 +294,12 @@ class PrimaryBot(Bot):
             bc = self.ctx.config.bot(name)
             if bc.role == "action" and self.ctx.actions is not None:
                 self.tasks.spawn(self.ctx.actions.run(bc, ev.conversation, ev.message_id, ev.text), name=f"action:{name}")
+        if self.config.tools and self.ctx.actions is not None:  # issue 17: a hot action bot per tool call
+            from shoal.tools.calling import tool_template
+
+            if (template := tool_template(self.config, self.ctx.tools, ev.text)) is not None:
+                state.waiting.add(template.name)  # the turn settles with the tool's result, not before
+                self.tasks.spawn(self.ctx.actions.run(template, ev.conversation, ev.message_id, ev.text), name="action:tools")
         if not state.waiting:
             self.tasks.spawn(self._settle(state), name=f"settle:{state.turn}")
             return
@@ -320,7 +326,10 @@ class PrimaryBot(Bot):
             return
         if ev.status == "done" and ev.text:
             note = ev.text[:300]
-            await self.inject(state, f"The {ev.template} action found: {note}", reason=f"action {ev.action_id}", mode="next_reply")
+            await self.inject(
+                state, f"The {ev.template} action found: {note}", reason=f"action {ev.action_id}",
+                mode="interject" if ev.interject else "next_reply",
+            )
         self._arrived(state, ev.template)
 
     # -- outside events: alarms (webhooks) and timers -----------------------------------

@@ -41,6 +41,9 @@ def _register() -> None:
     from shoal.cli import learn
 
     app.add_typer(learn.app, name="learn")
+    from shoal.cli import mcp
+
+    app.command("mcp")(mcp.mcp)  # issue 17: shoal as an MCP server
 
 
 def setup_logging() -> None:

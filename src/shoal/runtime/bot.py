@@ -46,6 +46,8 @@ class BotContext:
     actions: Any = None
     #: decides who answers in rooms (set by the swarm)
     rooms: Any = None
+    #: the tool registry (tools.registry.ToolRegistry; set by the swarm)
+    tools: Any = None
 
 
 class Bot:

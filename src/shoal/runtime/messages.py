@@ -198,6 +198,8 @@ class ActionEnd(Event):
     template: str
     text: str = ""
     status: Literal["done", "cancelled", "error"] = "done"
+    #: a tool's result: worth saying now, not only in the next reply
+    interject: bool = False
     error: str | None = None
 
 
@@ -536,3 +538,30 @@ def handler_name(msg: BaseModel) -> str:
 def _handler_name(cls: type) -> str:
     # asked for every message by every subscriber: computed once per type
     return "on_" + re.sub(r"(?<!^)(?=[A-Z])", "_", cls.__name__).lower()
+
+
+# --- conv.<id>.action: tools (issue 17, docs/tools.md) ------------------------------
+class ToolCall(Event):
+    """A bot asked for a tool (before the permission check, so refusals are on record too)."""
+
+    kind: Literal["tool.call"] = "tool.call"
+    call_id: str
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolResult(Event):
+    """What became of a tool call: ``ok`` with its result, or why not."""
+
+    kind: Literal["tool.result"] = "tool.result"
+    call_id: str
+    tool: str
+    status: Literal["ok", "error", "refused", "invalid", "timeout", "unknown"] = "ok"
+    result: str = ""
+    error: str | None = None
+
+
+CHANNEL.update({"tool.call": "action", "tool.result": "action"})
+_TOOL_EVENTS = __import__("typing").get_args(__import__("typing").get_args(AnyEvent)[0]) + (ToolCall, ToolResult)
+AnyEvent = Annotated[Union[_TOOL_EVENTS], Field(discriminator="kind")]  # type: ignore[valid-type]
+_EVENT = TypeAdapter(AnyEvent)

@@ -171,6 +171,11 @@ class Swarm:
 
         ctx.actions = self.actions = ActionPool(ctx)
         ctx.rooms = self.rooms = RoomAnalyser(RateLimiter(self.conversations))
+        from shoal.tools.mcp import connect_servers  # issue 17: the tool registry, with outside MCP servers' tools
+        from shoal.tools.registry import build_registry
+
+        ctx.tools = self.tools = build_registry(self.config.tools)
+        await connect_servers(self.tools, self.config.tools.mcp)
         enabled_servers = {s.name for s in self.config.servers if s.enabled}
         for bc in self.config.bots:
             if bc.enabled and bc.server not in enabled_servers:
@@ -201,7 +206,7 @@ class Swarm:
             log.debug("embedder warm-up failure", exc_info=True)
 
     #: bot fields that can be changed at run time (web UI / API), persisted in bot_settings
-    TUNABLE = ("instruction", "temperature", "max_tokens", "min_tokens", "history", "enabled", "access")
+    TUNABLE = ("instruction", "temperature", "max_tokens", "min_tokens", "history", "enabled", "access", "tools")
 
     async def _apply_bot_settings(self) -> None:
         from shoal.config import BotConfig
@@ -322,6 +327,8 @@ class Swarm:
         for bot in self.bots.values():
             await bot.stop()
         await self.journal.stop()
+        if getattr(self, "tools", None) is not None:
+            await self.tools.aclose()
         await self.cluster.stop()
         await self.mesh.close()
         await self.db.close()

@@ -353,7 +353,7 @@ def bot_view(swarm: Swarm, user: User, name: str) -> dict[str, Any]:
         "may": {cap: can(user, bc, cap) for cap in ("chat", "see_thoughts", "configure")},  # type: ignore[arg-type]
     }
     if can(user, bc, "configure"):
-        view["settings"] = {k: getattr(bc, k) for k in ("instruction", "temperature", "max_tokens", "min_tokens", "history")}
+        view["settings"] = {k: getattr(bc, k) for k in ("instruction", "temperature", "max_tokens", "min_tokens", "history", "tools")}
         view["access"] = bc.access.model_dump()
         view["memory_scopes"] = bc.memory.model_dump()
     return view
@@ -378,6 +378,8 @@ class BotPatch(_In):
     history: int | None = Field(default=None, ge=0, le=1000)
     enabled: bool | None = None
     access: BotAccess | None = None
+    #: tools it may call (docs/tools.md); admins only
+    tools: list[str] | None = Field(default=None, max_length=64)
 
 
 @router.patch("/bots/{name}", tags=["bots"], summary="Change a bot's settings (needs configure permission)")
@@ -388,6 +390,8 @@ async def patch_bot(name: str, body: BotPatch, request: Request, user: User = De
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
     if "access" in changes and not user.is_admin:
         raise PermissionDenied("only admins may change who can use a bot")
+    if "tools" in changes and changes["tools"] != bc.tools and not user.is_admin:
+        raise PermissionDenied("only admins may change which tools a bot may call", hint="ask an admin")
     if not changes:
         raise BadInput("nothing to change", hint="send one or more of: " + ", ".join(BotPatch.model_fields))
     await swarm.configure_bot(name, changes)

@@ -11,6 +11,8 @@ mid-stream cancels the generation upstream. Errors use OpenAI's error shape.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import time
 import uuid
@@ -25,6 +27,7 @@ from shoal.backends.base import Backend, generate
 from shoal.cluster import Cluster, ClusterView
 from shoal.errors import AuthError, CapacityError, NotFound, PermissionDenied, ShoalError
 from shoal.runtime.swarm import Swarm
+from shoal.server.openai_tools import after_tool_result
 from shoal.server.auth import authenticate
 from shoal.server.permissions import allowed, can
 from shoal.store.conversations import User
@@ -51,6 +54,8 @@ def translate(exc: ShoalError) -> OpenAIError:
         return OpenAIError(404, str(exc), "invalid_request_error", "model_not_found")
     if isinstance(exc, PermissionDenied):
         return OpenAIError(403, str(exc), "invalid_request_error", "permission_denied")
+    if exc.code == "tool_call_invalid":
+        return OpenAIError(422, str(exc), "invalid_request_error", exc.code)
     if isinstance(exc, CapacityError):
         return OpenAIError(503, str(exc), "server_error", exc.code)
     return OpenAIError(502 if exc.code.startswith("backend") else 400, str(exc), "server_error" if exc.code.startswith("backend") else "invalid_request_error", exc.code)
@@ -86,6 +91,11 @@ class ChatCompletionIn(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     response_format: ResponseFormat | None = None
+    #: the client's functions (docs/tools.md): the model answers with tool_calls it runs itself
+    tools: list[dict[str, Any]] | None = Field(default=None, max_length=64)
+    tool_choice: str | dict[str, Any] | None = None
+    n: int = Field(default=1, ge=1, le=8)
+    stream_options: dict[str, Any] | None = None
 
 
 async def caller(request: Request) -> User:
@@ -126,39 +136,113 @@ async def chat_completions(body: ChatCompletionIn, request: Request, user: User 
     swarm: Swarm = request.app.state.swarm
     try:
         req, name, server = build_request(swarm, user, body, gateway=cluster_of(request) is not None)
-        prefer = _preferred_server(request, body) or server
-        cluster = cluster_of(request)
-        backend: Backend
-        if cluster is not None:
-            backend = ClusterView(cluster, prefer)
-        else:
-            backend = swarm.backends[prefer or swarm.config.bots[0].server]
+        backend = backend_for(request, swarm, _preferred_server(request, body) or server)
         cid = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
+        raw = [m.model_dump(exclude_none=True) for m in body.messages]
+        if body.tools and not after_tool_result(raw):
+            from shoal.server.openai_tools import client_tools, pick
+
+            offered = pick(client_tools(body.tools), body.tool_choice)
+            if offered is not None:
+                answer = await tool_choice_completion(backend, req, offered[0], allow_none=offered[1])
+                if answer is not None:
+                    return tool_calls_response(answer, cid, created, name, stream=body.stream, usage=_wants_usage(body))
         if body.stream:
+            reqs = [req] + [_another(req, i) for i in range(1, body.n)]
             return StreamingResponse(
-                sse(backend.stream(req), req, cid, created, name),
+                sse_many([backend.stream(r) for r in reqs], reqs, cid, created, name, usage=_wants_usage(body)),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        out = await generate(backend, req)
+        outs = await asyncio.gather(*(generate(backend, r) for r in [req] + [_another(req, i) for i in range(1, body.n)]))
     except ShoalError as exc:
         return openai_error(translate(exc))
+    prompt = outs[0].prompt_tokens
+    completion = sum(o.completion_tokens for o in outs)
     return {
         "id": cid,
         "object": "chat.completion",
         "created": created,
         "model": name,
-        "served_by": out.served_by,
+        "served_by": outs[0].served_by,
         "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": out.text}, "finish_reason": out.finish_reason}
+            {"index": i, "message": {"role": "assistant", "content": o.text}, "finish_reason": o.finish_reason}
+            for i, o in enumerate(outs)
         ],
-        "usage": {
-            "prompt_tokens": out.prompt_tokens,
-            "completion_tokens": out.completion_tokens,
-            "total_tokens": out.prompt_tokens + out.completion_tokens,
-        },
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
     }
+
+
+def backend_for(request: Request, swarm: Swarm, prefer: str | None) -> Backend:
+    cluster = cluster_of(request)
+    if cluster is not None:
+        return ClusterView(cluster, prefer)
+    return swarm.backends[prefer or swarm.config.bots[0].server]
+
+
+def _wants_usage(body: ChatCompletionIn) -> bool:
+    return bool((body.stream_options or {}).get("include_usage")) or not body.stream
+
+
+def _another(req: GenerateRequest, i: int) -> GenerateRequest:
+    """Choice ``i`` of ``n``: its own cancellation and seed (the same seed would give the same text)."""
+    s = req.sampling
+    sampling = dataclasses.replace(s, seed=None if s.seed is None else s.seed + i)
+    return GenerateRequest(
+        messages=req.messages, model=req.model, sampling=sampling, json_schema=req.json_schema, grammar=req.grammar,
+        priority=req.priority, rank=req.rank, cancel=req.cancel.child(), owner=req.owner,
+    )
+
+
+async def tool_choice_completion(backend: Backend, req: GenerateRequest, tools: list[Any], *, allow_none: bool) -> Any:
+    """The model's call of one of ``tools`` (None: it chose to answer in words); ToolCallFailed when it must call but cannot."""
+    from shoal.server.openai_tools import ToolCallFailed
+    from shoal.tools.calling import choose
+
+    choice = await choose(
+        backend, tools, req.messages, model=req.model, allow_none=allow_none, priority=req.priority,
+        owner=req.owner, seed=req.sampling.seed,
+    )
+    if choice is None:
+        if allow_none:
+            return None
+        raise ToolCallFailed("the model did not produce a valid call of the required tool", hint="retry, or set tool_choice to auto")
+    return choice if choice.tool is not None else None
+
+
+def tool_calls_response(choice: Any, cid: str, created: int, model: str, *, stream: bool, usage: bool) -> Any:
+    from shoal.server.openai_tools import call_id
+
+    arguments = json.dumps(choice.arguments, ensure_ascii=False)
+    call = {"id": call_id(), "type": "function", "function": {"name": choice.tool, "arguments": arguments}}
+    counts = {"prompt_tokens": choice.usage[0], "completion_tokens": choice.usage[1], "total_tokens": sum(choice.usage)}
+    if not stream:
+        return {
+            "id": cid, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                         "finish_reason": "tool_calls"}],
+            "usage": counts,
+        }
+
+    def frame(delta: dict[str, Any], finish: str | None) -> str:
+        payload = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+    async def frames() -> AsyncIterator[str]:
+        # the call was validated whole before the first byte; it is streamed the way OpenAI streams one
+        yield frame({"role": "assistant", "content": None, "tool_calls": [
+            {"index": 0, "id": call["id"], "type": "function", "function": {"name": choice.tool, "arguments": ""}}]}, None)
+        for i in range(0, len(arguments), 16):
+            yield frame({"tool_calls": [{"index": 0, "function": {"arguments": arguments[i:i + 16]}}]}, None)
+        yield frame({}, "tool_calls")
+        if usage:
+            tail = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [], "usage": counts}
+            yield f"data: {json.dumps(tail)}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(frames(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 def _preferred_server(request: Request, body: ChatCompletionIn) -> str | None:
@@ -188,12 +272,12 @@ def build_request(
 def _raw_request(
     user: User, body: ChatCompletionIn, *, instruction: str = "", temperature: float = 0.7, max_tokens: int = 256
 ) -> GenerateRequest:
+    from shoal.server.openai_tools import as_messages
+
     messages = []
     if not any(m.role in ("system", "developer") for m in body.messages) and instruction:
         messages.append(ChatMessage("system", instruction))
-    for m in body.messages:
-        role = "system" if m.role in ("system", "developer") else ("assistant" if m.role == "assistant" else "user")
-        messages.append(ChatMessage(role, m.text()))  # type: ignore[arg-type]
+    messages += as_messages([m.model_dump(exclude_none=True) for m in body.messages])
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
     schema = None
     if body.response_format and body.response_format.type == "json_schema":
@@ -249,3 +333,62 @@ async def sse(chunks: AsyncIterator[Any], req: GenerateRequest, cid: str, create
         if not finished:
             # the client went away: stop the backend's work now
             req.cancel.cancel("the client disconnected")
+
+
+async def sse_many(
+    streams: list[AsyncIterator[Any]], reqs: list[GenerateRequest], cid: str, created: int, model: str, *, usage: bool = False
+) -> AsyncIterator[str]:
+    """``n`` streamed choices, interleaved as they arrive (one choice: exactly ``sse``), then usage when asked."""
+    if len(streams) == 1 and not usage:
+        async for frame in sse(streams[0], reqs[0], cid, created, model):
+            yield frame
+        return
+    queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue(maxsize=256)
+    counts = [0, 0]
+
+    async def pump(i: int, chunks: AsyncIterator[Any]) -> None:
+        try:
+            async with aclosing(chunks) as stream:  # type: ignore[type-var]
+                async for chunk in stream:
+                    await queue.put((i, chunk))
+            await queue.put((i, None))
+        except ShoalError as exc:
+            await queue.put((i, exc))
+
+    def frame(i: int, delta: dict[str, Any], finish: str | None) -> str:
+        payload = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                   "choices": [{"index": i, "delta": delta, "finish_reason": finish}]}
+        return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    open_ = len(tasks)
+    try:
+        for i in range(len(streams)):
+            yield frame(i, {"role": "assistant", "content": ""}, None)
+        while open_:
+            i, item = await queue.get()
+            if item is None:
+                open_ -= 1
+            elif isinstance(item, ShoalError):
+                err = translate(item)
+                yield f"data: {json.dumps({'error': {'message': err.message, 'type': err.type, 'code': err.code}})}\n\n"
+                return
+            else:
+                if item.text:
+                    yield frame(i, {"content": item.text}, None)
+                if item.finish_reason:
+                    counts[0] = max(counts[0], item.prompt_tokens or 0)
+                    counts[1] += item.completion_tokens or 0
+                    yield frame(i, {}, item.finish_reason)
+        if usage:
+            tail = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [],
+                    "usage": {"prompt_tokens": counts[0], "completion_tokens": counts[1], "total_tokens": sum(counts)}}
+            yield f"data: {json.dumps(tail)}\n\n"
+        yield "data: [DONE]\n\n"
+    finally:
+        for r in reqs:
+            if open_:
+                r.cancel.cancel("the client disconnected")
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

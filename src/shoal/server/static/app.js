@@ -638,10 +638,12 @@ const Bots = {
               <dt>sampling</dt><dd>temperature {{ b.settings.temperature }}, up to {{ b.settings.max_tokens }} tokens, history {{ b.settings.history }}</dd>
               <dt>access</dt><dd>chat: {{ (b.access.chat || ['(role default)']).join(', ') }} · thoughts: {{ b.access.see_thoughts.join(', ') }} · configure: {{ b.access.configure.join(', ') }}</dd>
               <dt>memory scopes</dt><dd>read {{ b.memory_scopes.read.join(', ') || 'none' }} · write {{ b.memory_scopes.write.join(', ') || 'none' }}</dd>
+              <dt>tools</dt><dd data-test="bot-tools">{{ (b.settings.tools || []).join(', ') || 'none' }}</dd>
             </template>
           </dl>
           <form v-if="edit === b.name" @submit.prevent="save(b)" style="margin-top:12px">
             <label class="field"><span>Instruction</span><textarea class="input" rows="3" v-model="draft.instruction"></textarea></label>
+            <label class="field"><span>Tools it may call (comma-separated; * for all; GET /api/tools lists them)</span><input class="input" data-test="bot-tools-input" :value="(draft.tools || []).join(', ')" @input="draft.tools = $event.target.value.split(',').map(s => s.trim()).filter(Boolean)"></label>
             <div class="grid-2">
               <label class="field"><span>Temperature ({{ draft.temperature }})</span><input type="range" min="0" max="1.5" step="0.05" v-model.number="draft.temperature" style="width:100%"></label>
               <label class="field"><span>Max tokens</span><input class="input" type="number" min="1" max="8192" v-model.number="draft.max_tokens"></label>

@@ -1,0 +1,113 @@
+"""Client-side tools for /v1 and /api/chat: the client's functions, chosen by the model under a grammar.
+
+The client sends ``tools`` (OpenAI's shape; Ollama uses the same), the model
+picks one through ``tools.calling.choose`` (JSON-schema constrained, then
+validated against the function's own schema, one retry, then dropped), and
+the answer is a ``tool_calls`` entry the client runs itself. After the client
+sends the result back (a ``tool`` message), the model answers in words.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from shoal.errors import BadInput, ShoalError
+from shoal.tools.registry import Tool
+from shoal.types import ChatMessage
+
+
+class ToolCallFailed(ShoalError):
+    """The model could not write a valid call although the client required one (422: the request
+    was well formed but could not be met; retry, or loosen tool_choice)."""
+
+    code = "tool_call_invalid"
+
+
+def client_tools(specs: list[dict[str, Any]]) -> list[Tool]:
+    """The client's function specs as tools (with no function: the client runs them); BadInput when malformed."""
+    import jsonschema
+
+    tools: list[Tool] = []
+    for i, spec in enumerate(specs):
+        fn = spec.get("function") if isinstance(spec, dict) else None
+        if not isinstance(spec, dict) or spec.get("type", "function") != "function" or not isinstance(fn, dict):
+            raise BadInput(f"tools[{i}]: expected {{\"type\": \"function\", \"function\": {{...}}}}")
+        name = fn.get("name")
+        if not isinstance(name, str) or not name or len(name) > 64:
+            raise BadInput(f"tools[{i}].function.name: a name of 1 to 64 characters is required")
+        params = fn.get("parameters") or {"type": "object", "properties": {}}
+        if not isinstance(params, dict) or params.get("type", "object") != "object":
+            raise BadInput(f"tools[{i}].function.parameters: must be a JSON schema of an object")
+        try:
+            jsonschema.Draft202012Validator.check_schema(params)
+        except jsonschema.SchemaError as exc:
+            raise BadInput(f"tools[{i}].function.parameters is not a valid JSON schema: {exc.message}") from exc
+        if any(t.name == name for t in tools):
+            raise BadInput(f"tools[{i}]: the function '{name}' is listed twice")
+        tools.append(Tool(name, str(fn.get("description") or ""), params, _client_side))
+    return tools
+
+
+async def _client_side(arguments: dict[str, Any], ctx: Any) -> Any:  # pragma: no cover - never called
+    raise BadInput("this function runs in the client")
+
+
+def pick(tools: list[Tool], tool_choice: Any) -> tuple[list[Tool], bool] | None:
+    """The tools offered and whether "no tool" is allowed; None: tool_choice is "none"."""
+    if tool_choice in (None, "auto"):
+        return tools, True
+    if tool_choice == "none":
+        return None
+    if tool_choice == "required":
+        return tools, False
+    if isinstance(tool_choice, dict):
+        fn = tool_choice.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else None
+        chosen = [t for t in tools if t.name == name]
+        if not chosen:
+            raise BadInput(f"tool_choice names '{name}', which is not in tools", hint="name one of the functions in tools")
+        return chosen, False
+    raise BadInput('tool_choice must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}')
+
+
+def call_id() -> str:
+    return "call_" + uuid.uuid4().hex[:24]
+
+
+def as_messages(raw: list[dict[str, Any]]) -> list[ChatMessage]:
+    """An OpenAI/Ollama conversation with tool turns, as plain chat messages a small model's template knows."""
+    names: dict[str, str] = {}
+    out: list[ChatMessage] = []
+    for m in raw:
+        role, content = m.get("role"), m.get("content")
+        if isinstance(content, list):
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        content = content or ""
+        if role in ("system", "developer"):
+            out.append(ChatMessage("system", content))
+        elif role == "assistant":
+            calls = m.get("tool_calls") or []
+            for c in calls:
+                fn = c.get("function") or {}
+                names[c.get("id", "")] = fn.get("name", "tool")
+            if calls and not content:
+                continue  # the call itself: a small model shown it would only write it again
+            out.append(ChatMessage("assistant", content))
+        elif role == "tool":
+            name = m.get("name") or names.get(m.get("tool_call_id", ""), "the tool")
+            note = f"The {name} tool returned: {content}. Use this result in your answer."
+            # folded into the question it answers: small models follow one user turn best
+            if out and out[-1].role == "user":
+                out[-1] = ChatMessage("user", f"{out[-1].content}\n\n{note}")
+            else:
+                out.append(ChatMessage("user", note))
+        else:
+            out.append(ChatMessage("user", content))
+    return out
+
+
+def after_tool_result(raw: list[dict[str, Any]]) -> bool:
+    """The last message is a tool's result: time to answer in words (a small model would call again)."""
+    return bool(raw) and raw[-1].get("role") == "tool"

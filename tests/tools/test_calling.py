@@ -1,0 +1,138 @@
+"""Tool calls by the real small model: constrained, validated, permitted — and what the stored events show."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from shoal.backends.embedded import EmbeddedBackend
+from shoal.config import Env, Settings, parse_config
+from shoal.runtime.swarm import Swarm
+from shoal.tools.calling import choice_schema, choose, hinted
+from shoal.tools.registry import Tool, ToolContext, build_registry
+from shoal.tools.config import ToolsConfig
+from shoal.types import ChatMessage
+
+QUESTION = [ChatMessage("user", "What is 17 times 23?")]
+
+
+async def test_the_model_picks_a_permitted_tool_with_arguments_valid_for_its_schema(embedded: EmbeddedBackend) -> None:
+    reg = build_registry(ToolsConfig(plugins=False))
+    counts: Counter[str] = Counter()
+    choice = await choose(embedded, reg.tools(["calculator", "time"]), QUESTION, stats=counts)
+    assert choice is not None and choice.tool == "calculator" and isinstance(choice.arguments["expression"], str)
+    assert counts["chosen"] == 1 and choice.usage[1] > 0
+    # only what the bot may use is in the grammar at all
+    schema = json.dumps(choice_schema(reg.tools(["time"])))
+    assert "calculator" not in schema and '"time"' in schema
+    assert [t.name for t in hinted(reg.tools(), "what is 17 * 23?")] == ["calculator"]
+
+
+async def test_forced_bad_output_is_retried_once_then_dropped_and_never_reaches_the_tool(embedded: EmbeddedBackend) -> None:
+    reached: list[Any] = []
+
+    async def guarded(args: dict[str, Any], ctx: ToolContext) -> int:
+        reached.append(args)
+        return 0
+
+    strict = Tool("lookup", "Look up a product code.", {"type": "object", "properties": {"code": {"type": "integer", "minimum": 1000}},
+                                                        "required": ["code"], "additionalProperties": False}, guarded)
+    counts: Counter[str] = Counter()
+    # unconstrained: the small model writes prose, not the call; validation catches it twice, then it is dropped
+    choice = await choose(embedded, [strict], [ChatMessage("user", "Look up the product code for bananas.")],
+                          constrain=False, allow_none=False, stats=counts, max_tokens=24)
+    assert choice is None and counts["invalid"] == 2 and counts["dropped"] == 1
+    assert reached == []
+
+
+CONFIG = """
+[[servers]]
+name = "local"
+kind = "embedded"
+
+[[bots]]
+name = "conversation"
+role = "conversation"
+instruction = "You are shoal, a friendly assistant. Answer in one short sentence."
+max_tokens = 32
+
+[[bots]]
+name = "primary"
+role = "primary"
+max_tokens = 48
+temperature = 0.0
+tools = ["calculator"]
+
+[[bots]]
+name = "memory"
+role = "memory"
+max_tokens = 64
+temperature = 0.0
+
+[[bots]]
+name = "clock"
+role = "action"
+tools = ["time"]
+
+[routing]
+always = ["memory"]
+settle_timeout = 90
+
+[[routing.rules]]
+name = "clock"
+when = "regex"
+pattern = "(?i)clock"
+send = ["clock"]
+"""
+
+
+async def _events(swarm: Swarm, conv: str, kind: str, n: int, timeout: float = 30) -> list[dict[str, Any]]:
+    for _ in range(int(timeout * 10)):
+        evs = [e for e in await swarm.conversations.events_since(conv, 0) if e["kind"] == kind]
+        if len(evs) >= n:
+            return evs
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"no {kind} event stored")
+
+
+async def test_the_primary_calls_the_calculator_through_a_hot_action_bot_and_a_bot_never_calls_what_it_may_not(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    async with Swarm(Env(Settings(home=home), parse_config(CONFIG))) as swarm:
+        user = await swarm.local_user()
+        conv = await swarm.conversations.create_conversation(user.id)
+        # "clock" sends the turn to the clock action (time only) too; the question wants the calculator
+        await swarm.send(conv.id, user.id, "Clock check: what is 17 * 23?")
+        await _events(swarm, conv.id, "turn.settled", 1, timeout=240)  # the primary settles after its tool's result
+        results = await _events(swarm, conv.id, "tool.result", 2)
+        events = await swarm.conversations.events_since(conv.id, 0)
+        calls = [e for e in events if e["kind"] == "tool.call"]
+        # the permission holds in the stored record: no bot called a tool it may not use
+        for e in calls:
+            allowed = {"primary": "calculator", "clock": "time"}[e["bot"].rsplit("-", 1)[0].removesuffix("-tools")]
+            assert e["tool"] == allowed, e
+        # the rules offered the calculator (an arithmetic question) and the clock (the word "clock"):
+        # each got a call valid for its schema, ran, and its result went back into the conversation
+        assert sorted((r["tool"], r["status"]) for r in results) == [("calculator", "ok"), ("time", "ok")]
+        assert json.loads(next(r for r in results if r["tool"] == "calculator")["result"])["result"] == 391
+        injections = [e["text"] for e in events if e["kind"] == "injection" and e["mode"] == "interject"]
+        assert any("calculator returned 391" in t for t in injections), injections
+        assert {e["bot"].rsplit("-", 1)[0] for e in calls} <= {"primary-tools", "clock"}
+        # a direct call as the clock bot for the calculator is refused, and that refusal is on record
+        clock_cfg = swarm.config.bot("clock")
+        ctx = ToolContext(user_id=user.id, config=swarm.tools.config, conversation=conv.id, caller="clock", emit=_emitter(swarm))
+        out = await swarm.tools.call("calculator", {"expression": "1 + 1"}, ctx, allow=clock_cfg.tools)
+        assert out.status == "refused"
+        refused = [r for r in await _events(swarm, conv.id, "tool.result", len(results) + 1) if r["status"] == "refused"]
+        assert refused and refused[-1]["tool"] == "calculator"
+
+
+def _emitter(swarm: Swarm) -> Any:
+    async def emit(ev: Any) -> None:
+        ev.bot = "clock-direct"
+        await swarm.mesh.publish(ev.subject, ev)
+
+    return emit
