@@ -54,3 +54,38 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, corpus_cache: Path) -> Pa
     run = tmp_path_factory.mktemp("home") / "ulm" / "runs" / "tiny"
     train(parse_recipe(TINY), run, cache=corpus_cache)
     return run
+
+
+ARITH = """
+name = "arith1"
+[data]
+corpus = "harness"
+tokenizer = "char"
+envs = ["arith"]
+levels = [1]
+n_tasks = 3000
+[model]
+n_layer = 2
+n_head = 2
+n_embd = 64
+block_size = 32
+[train]
+iters = 1000
+batch_size = 32
+lr = 6e-3
+warmup = 20
+eval_every = 1000
+ckpt_every = 1000
+eval_iters = 2
+threads = 1
+"""
+
+
+@pytest.fixture(scope="session")
+def arith_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A µLM trained on one-digit arithmetic with the calculator tool (seconds)."""
+    from shoal.ulm.train import train
+
+    run = tmp_path_factory.mktemp("arith") / "arith1"
+    train(parse_recipe(ARITH), run)
+    return run

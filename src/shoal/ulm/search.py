@@ -93,6 +93,30 @@ def rollout(
     return [Candidate(t, c) for t, c in zip(texts, counts)]
 
 
+def sample_many(
+    model: ULM,
+    tok: ULMTokenizer,
+    prompts: list[str],
+    *,
+    n: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    max_new: int = 64,
+    seed: int = 0,
+    chunk: int = 512,
+    on_chunk: Callable[[int, int], None] | None = None,
+) -> list[list[Candidate]]:
+    """``n`` sampled candidates for each prompt, rolled out ``chunk`` rows at a time."""
+    rows = [p for p in prompts for _ in range(n)]
+    out: list[Candidate] = []
+    for start in range(0, len(rows), chunk):
+        out += rollout(model, tok, rows[start : start + chunk], temperature=temperature, top_k=top_k,
+                       max_new=max_new, seed=seed + start)
+        if on_chunk:
+            on_chunk(min(len(prompts), len(out) // n), len(prompts))
+    return [out[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+
 @dataclass
 class SearchReport:
     env: str
@@ -129,11 +153,13 @@ def solve(
     s_ok = 0
     tok_g = tok_b = 0
     examples: list[dict[str, object]] = []
-    for k, (task, g) in enumerate(zip(tasks, greedy)):
+    # every task's N samples in one rollout: rows of equal length share a forward pass
+    samples = sample_many(model, tok, [t.prompt for t in tasks], n=n, temperature=temperature, top_k=top_k,
+                          max_new=max_new, seed=seed, on_chunk=on_task)
+    for task, g, cands in zip(tasks, greedy, samples):
         g.verdict = env.verify(task, g.text)
         g_ok += g.verdict.ok
         tok_g += g.tokens
-        cands = rollout(model, tok, [task.prompt] * n, temperature=temperature, top_k=top_k, max_new=max_new, seed=seed + k)
         for c in cands:
             c.verdict = env.verify(task, c.text)
         hits = sum(c.verdict.ok for c in cands if c.verdict)
@@ -148,8 +174,6 @@ def solve(
                     "candidates": [(c.text.strip().splitlines() or [""])[-1] + f" [{'ok' if c.verdict and c.verdict.ok else 'x'}]" for c in cands],
                 }
             )
-        if on_task:
-            on_task(k + 1, len(tasks))
     m = len(tasks)
     return SearchReport(
         env.name, tasks[0].level, n, m, g_ok / m, bon_ok / m, s_ok / (m * n), tok_g / m, tok_b / m, examples
