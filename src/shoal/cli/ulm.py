@@ -173,7 +173,7 @@ def swarm(
     n: int = typer.Option(8, "--n", help="samples per task"),
     tasks: int = typer.Option(50, help="held-out tasks"),
     temperature: float = typer.Option(1.0),
-    max_new: int = typer.Option(64, help="token budget per candidate"),
+    max_new: int = typer.Option(128, help="token budget per candidate"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Solve held-out tasks: greedy pass@1 against best-of-N scored by the verifier, same run."""
@@ -201,3 +201,36 @@ def swarm(
         f"{env} L{level}, {rep.tasks} tasks, ≤{max_new} tokens each: pass@1 {rep.pass_at_1:.2f}, "
         f"best-of-{n} {rep.best_of_n:.2f}, one sample {rep.sample_rate:.2f}"
     )
+
+
+@app.command("improve")
+def improve(
+    run: str = typer.Argument(..., help="run name or folder (a harness-trained µLM)"),
+    env: str = typer.Option(..., "--env"),
+    level: int = typer.Option(..., "--level"),
+    rounds: int = typer.Option(3),
+    tasks: int = typer.Option(200, help="training tasks searched per round"),
+    n: int = typer.Option(8, "--n", help="samples per task"),
+    iters: int = typer.Option(150, help="fine-tuning steps per round"),
+    heldout_n: int = typer.Option(50, "--heldout", help="held-out tasks measured each round"),
+    max_new: int = typer.Option(128, help="token budget per sample"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="where the improved run goes (default RUN-ENV-LEVEL)"),
+    nice: int = typer.Option(15),
+) -> None:
+    """The closed loop: search -> keep verified traces -> fine-tune -> held-out solve rate, per round."""
+    from shoal.ulm.checkpoint import resolve
+    from shoal.ulm.improve import improve as do_improve
+
+    src = resolve(_home(), run)
+    dest = out_dir or src.parent / f"{src.name}-{env}{level}"
+    _nice(nice)
+    table = Table("round", "held-out pass@1", f"best-of-{n}", "verified kept", "tried")
+
+    def show(r) -> None:  # type: ignore[no-untyped-def]
+        out.print(f"round {r.round}: pass@1 {r.heldout_pass_at_1:.2f}, best-of-{n} {r.heldout_best_of_n:.2f}, kept {r.kept}/{r.tried}")
+        table.add_row(str(r.round), f"{r.heldout_pass_at_1:.2f}", f"{r.heldout_best_of_n:.2f}", str(r.kept), str(r.tried))
+
+    do_improve(src, dest, env=env, level=level, rounds=rounds, tasks_per_round=tasks, n=n, iters=iters,
+               heldout_n=heldout_n, max_new=max_new, on_round=show)
+    out.print(table)
+    out.print(f"improved run in {dest} (curve: {dest / 'improve.png'})")
