@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=200, help="training tasks searched per round")
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--heldout", type=int, default=100)
-    ap.add_argument("--iters", type=int, default=150)
+    ap.add_argument("--iters", type=int, default=0, help="fine-tuning steps per round; 0 = two passes over the kept traces")
     ap.add_argument("--max-new", type=int, default=128)
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()

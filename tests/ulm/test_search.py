@@ -42,3 +42,18 @@ def test_the_closed_loop_writes_its_rounds_and_a_servable_checkpoint(arith_run: 
 def test_the_loop_refuses_a_level_the_world_does_not_have(arith_run: Path, tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="no level 7"):
         improve(arith_run, tmp_path / "x", env="arith", level=7, rounds=1)
+
+
+async def test_the_engine_decodes_n_samples_of_one_goal_with_the_calculator(arith_run: Path) -> None:
+    from shoal.ulm.export import export
+    from shoal.ulm.harness.base import Task
+    from shoal.ulm.swarm import engine_candidates
+
+    gguf = export(arith_run)
+    tok = checkpoint.load(arith_run).tokenizer
+    task = Task("arith", 1, "Q: 7*8\n", "56", "")
+    greedy = await engine_candidates(gguf, tok, task, n=1, temperature=0.0)
+    assert greedy[0].text == "<calc>7*8</calc>=56\nA: 56\n" and greedy[0].verdict and greedy[0].verdict.ok
+    cands = await engine_candidates(gguf, tok, task, n=4, temperature=1.0)
+    assert len(cands) == 4 and all(c.verdict is not None for c in cands)
+    assert any(c.verdict.ok for c in cands if c.verdict)

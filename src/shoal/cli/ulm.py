@@ -175,6 +175,7 @@ def swarm(
     temperature: float = typer.Option(1.0),
     max_new: int = typer.Option(128, help="token budget per candidate"),
     as_json: bool = typer.Option(False, "--json"),
+    engine: bool = typer.Option(False, "--engine", help="decode the N samples in the embedded llama.cpp engine (exported GGUF)"),
 ) -> None:
     """Solve held-out tasks: greedy pass@1 against best-of-N scored by the verifier, same run."""
     from rich.progress import Progress
@@ -185,6 +186,9 @@ def swarm(
 
     loaded = checkpoint.load(checkpoint.resolve(_home(), run))
     todo = heldout(env, level, tasks)
+    if engine:
+        _engine_swarm(loaded, todo, n=n, temperature=temperature, max_new=max_new)
+        return
     with Progress(console=out, transient=True) as progress:
         bar = progress.add_task(f"{env} level {level}", total=len(todo))
         rep = solve(
@@ -211,7 +215,7 @@ def improve(
     rounds: int = typer.Option(3),
     tasks: int = typer.Option(200, help="training tasks searched per round"),
     n: int = typer.Option(8, "--n", help="samples per task"),
-    iters: int = typer.Option(150, help="fine-tuning steps per round"),
+    iters: int = typer.Option(0, help="fine-tuning steps per round (0: two passes over what was kept)"),
     heldout_n: int = typer.Option(50, "--heldout", help="held-out tasks measured each round"),
     max_new: int = typer.Option(128, help="token budget per sample"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="where the improved run goes (default RUN-ENV-LEVEL)"),
@@ -234,3 +238,27 @@ def improve(
                heldout_n=heldout_n, max_new=max_new, on_round=show)
     out.print(table)
     out.print(f"improved run in {dest} (curve: {dest / 'improve.png'})")
+
+
+def _engine_swarm(loaded, todo, *, n: int, temperature: float, max_new: int) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from shoal.ulm.export import export as do_export
+    from shoal.ulm.swarm import engine_candidates
+
+    gguf = loaded.run / "model.gguf"
+    if not gguf.exists():
+        do_export(loaded.run)
+
+    async def go() -> tuple[int, int]:
+        g = b = 0
+        for t in todo:
+            [greedy] = await engine_candidates(gguf, loaded.tokenizer, t, n=1, temperature=0.0, max_new=max_new)
+            cands = await engine_candidates(gguf, loaded.tokenizer, t, n=n, temperature=temperature, max_new=max_new)
+            g += bool(greedy.verdict and greedy.verdict.ok)
+            b += any(c.verdict and c.verdict.ok for c in cands)
+        return g, b
+
+    g, b = asyncio.run(go())
+    m = len(todo)
+    out.print(f"engine, {m} tasks, ≤{max_new} tokens each: pass@1 {g / m:.2f}, best-of-{n} {b / m:.2f}")

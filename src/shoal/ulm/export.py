@@ -74,7 +74,9 @@ def export(run: Path, out: Path | None = None) -> Path:
     w.add_tokenizer_pre("smollm")
     w.add_token_list(tokens)
     w.add_token_types(types)
-    w.add_token_merges(merges)
+    # llama.cpp refuses a gpt2 vocabulary without merges (the "char" tokenizer has none). "1 2" can
+    # never fire: the pre-tokenizer puts every digit in a piece of its own, so tokenization is unchanged
+    w.add_token_merges(merges or ["1 2"])
     w.add_bos_token_id(tok.eot_id)
     w.add_eos_token_id(tok.eot_id)
     w.add_add_bos_token(False)  # trained without a BOS: each document is just followed by <|endoftext|>

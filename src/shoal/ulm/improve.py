@@ -87,16 +87,20 @@ def improve(
     tasks_per_round: int = 200,
     n: int = 8,
     heldout_n: int = 50,
-    iters: int = 150,
+    iters: int = 0,
+    epochs: float = 2.0,
     batch_size: int = 32,
-    lr: float = 5e-4,
+    lr: float = 3e-4,
     replay: float = 0.5,
     temperature: float = 1.0,
     max_new: int = 64,
     seed: int = 0,
     on_round: Callable[[Round], None] | None = None,
 ) -> list[Round]:
-    """Rounds of search -> verified traces -> fine-tune on ``env`` at ``level``; the result is saved in ``out``."""
+    """Rounds of search -> verified traces -> fine-tune on ``env`` at ``level``; the result is saved in ``out``.
+
+    ``iters`` = 0 fine-tunes ``epochs`` passes over each round's kept traces plus replay.
+    """
     loaded = checkpoint.load(run)
     model, tok = loaded.model, loaded.tokenizer
     e = get_env(env)
@@ -134,7 +138,10 @@ def improve(
                     kept.append((t.prompt, c.text))
         if kept:
             mix = kept + rng.sample(gold_pairs, min(len(gold_pairs), int(len(kept) * replay / max(1e-9, 1 - replay))))
-            finetune(model, tok, mix, iters=iters, batch_size=batch_size, lr=lr, seed=seed + r)
+            # a couple of passes over what was found: more overfits a few hundred traces (measured: 17 passes
+            # took lists level 4 from 0.50 down to 0.38)
+            steps = iters or max(10, int(epochs * len(mix) / batch_size))
+            finetune(model, tok, mix, iters=steps, batch_size=batch_size, lr=lr, seed=seed + r)
         history.append(measure(r, len(kept), len(tasks) * n))
 
     out.mkdir(parents=True, exist_ok=True)

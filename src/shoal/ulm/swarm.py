@@ -1,0 +1,76 @@
+"""Swarm search in the engine: N samples of one goal decoded together by the embedded llama.cpp engine.
+
+The same protocol as ``search.rollout``, served from the exported GGUF: each
+sample is a request at background priority with the stop string
+``</calc>``; when a sample stops on a tool call, the harness appends
+``</calc>=RESULT`` and the sample goes on as a new request whose prompt
+shares its prefix with the old one (the engine reuses those KV cells). The
+engine decodes the N live samples in one batch per step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from shoal.ulm.harness.base import CALL_CLOSE, CALL_OPEN, Task, get_env, run_tools
+from shoal.ulm.search import Candidate, _finished
+from shoal.ulm.tokenizer import ULMTokenizer
+
+
+async def _one(engine: object, tok: ULMTokenizer, prompt: str, *, temperature: float, max_new: int, seed: int) -> Candidate:
+    from shoal.types import GenerateRequest, Priority, SamplingParams
+
+    text, used = "", 0
+    while used < max_new:
+        sp = SamplingParams(
+            max_tokens=max_new - used, temperature=temperature, top_k=0, top_p=1.0, min_p=0.0,
+            repeat_penalty=1.0, seed=seed, stop=(CALL_CLOSE,),
+        )
+        req = GenerateRequest(messages=[], sampling=sp, priority=Priority.THINKING, owner="ulm-swarm")
+        parts: list[str] = []
+        generated = 0
+        async for chunk in engine.stream(req, tok.encode(prompt + text)):  # type: ignore[attr-defined]
+            parts.append(chunk.text)
+            if chunk.finish_reason:
+                generated = chunk.completion_tokens or 0
+        piece = "".join(parts)
+        used += max(1, generated)
+        # stopped on "</calc>" (the stop string is not in the output): an open call at the end
+        if piece.rfind(CALL_OPEN) > piece.rfind(CALL_CLOSE) and used < max_new:
+            text += piece + CALL_CLOSE
+            text += run_tools(text) or ""
+            continue
+        text += piece
+        break
+    # the trace ends with its answer line (a model may ramble on after it)
+    lines, kept = text.splitlines(keepends=True), ""
+    for line in lines:
+        kept += line
+        if _finished(kept if kept.endswith("\n") else kept + "\n") and line.startswith("A:"):
+            break
+    return Candidate(kept, used)
+
+
+async def engine_candidates(
+    gguf: Path, tok: ULMTokenizer, task: Task, *, n: int, temperature: float = 1.0, max_new: int = 128, seed: int = 0,
+    threads: int = 1,
+) -> list[Candidate]:
+    """N verified-scored candidates for ``task`` from the µLM served by a fresh embedded engine."""
+    from shoal.config import EngineConfig
+    from shoal.engine.llama import Model
+    from shoal.engine.scheduler import Engine
+
+    model = await asyncio.to_thread(Model, gguf)
+    engine = Engine(model, EngineConfig(threads=threads, context=256, max_sequences=max(2, n + 1)), name="ulm-swarm")
+    try:
+        cands = await asyncio.gather(
+            *(_one(engine, tok, task.prompt, temperature=temperature, max_new=max_new, seed=seed + i) for i in range(n))
+        )
+    finally:
+        await asyncio.to_thread(engine.close)
+        model.close()
+    env = get_env(task.env)
+    for c in cands:
+        c.verdict = env.verify(task, c.text)
+    return list(cands)
