@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 
 from shoal.ulm import checkpoint
-from shoal.ulm.harness.base import Mix, get_env, heldout, training_text
+from shoal.ulm.harness.base import Mix, get_env, heldout, training_tasks
 from shoal.ulm.model import ULM
 from shoal.ulm.search import sample_many, solve
 from shoal.ulm.tokenizer import ULMTokenizer
@@ -108,10 +108,12 @@ def improve(
     test = heldout(env, level, heldout_n)
     banned = {t.prompt for t in test}
     recipe = loaded.meta.get("recipe", {}).get("data", {})
-    gold = training_text(
+    gold = training_tasks(
         Mix(recipe.get("envs", [env]), recipe.get("levels", [level]), n_tasks=2000, seed=seed + 99, heldout_n=heldout_n)
     )
-    gold_pairs = [(g.split("\n", 1)[0] + "\n", g.split("\n", 1)[1]) for g in gold]
+    # replay keeps the other worlds and levels from being forgotten; the target itself is never replayed,
+    # so whatever the model gains there it found by search
+    gold_pairs = [(t.prompt, t.gold) for t in gold if (t.env, t.level) != (env, level)]
 
     def measure(r: int, kept: int, tried: int) -> Round:
         rep = solve(model, tok, test, n=n, temperature=temperature, max_new=max_new, seed=seed + 7)
@@ -121,6 +123,7 @@ def improve(
         return res
 
     history = [measure(0, 0, 0)]
+    found: set[tuple[str, str]] = set()
     rng = random.Random(f"improve:{seed}")
     for r in range(1, rounds + 1):
         tasks = []
@@ -136,8 +139,12 @@ def improve(
                 if c.text not in seen and e.verify(t, c.text).ok:
                     seen.add(c.text)
                     kept.append((t.prompt, c.text))
-        if kept:
-            mix = kept + rng.sample(gold_pairs, min(len(gold_pairs), int(len(kept) * replay / max(1e-9, 1 - replay))))
+        # every verified trace found so far is kept: later rounds learn from earlier finds too
+        found.update(kept)
+        if found:
+            pool = sorted(found)
+            n_replay = min(len(gold_pairs), int(len(pool) * replay / max(1e-9, 1 - replay)))
+            mix = pool + (rng.sample(gold_pairs, n_replay) if gold_pairs else [])
             # a couple of passes over what was found: more overfits a few hundred traces (measured: 17 passes
             # took lists level 4 from 0.50 down to 0.38)
             steps = iters or max(10, int(epochs * len(mix) / batch_size))

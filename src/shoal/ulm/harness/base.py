@@ -161,17 +161,21 @@ class Mix:
     extra: Callable[[Task], str] | None = field(default=None, repr=False)
 
 
-def training_text(mix: Mix) -> list[str]:
-    """Gold traces of training tasks (one string per task), never a held-out prompt."""
+def training_tasks(mix: Mix) -> list[Task]:
+    """Training tasks of the mix (seeded), never one whose prompt is in a held-out set."""
     rng = random.Random(f"train:{mix.seed}")
     banned = {t.prompt for e in mix.envs for lv in mix.levels if lv in get_env(e).levels for t in heldout(e, lv, mix.heldout_n)}
     envs = [get_env(e) for e in mix.envs]
-    out: list[str] = []
+    out: list[Task] = []
     while len(out) < mix.n_tasks:
         env = rng.choice(envs)
         levels = [lv for lv in mix.levels if lv in env.levels]
         t = env.task(rng, rng.choice(levels))
-        if t.prompt in banned:
-            continue
-        out.append(t.prompt + t.gold)
+        if t.prompt not in banned:
+            out.append(t)
     return out
+
+
+def training_text(mix: Mix) -> list[str]:
+    """Gold traces of the training tasks, one document per task."""
+    return [t.prompt + t.gold for t in training_tasks(mix)]
