@@ -61,3 +61,21 @@ async def test_the_engine_serves_the_export_and_greedy_text_matches_torch(tiny_r
         engine.close()
         model.close()
     assert text == loaded.tokenizer.decode(want)[: len(text)] and len(text) > 0
+
+
+async def test_the_export_is_a_cluster_model_behind_the_embedded_backend(gguf_file: Path) -> None:
+    from shoal.backends.embedded import EmbeddedBackend
+    from shoal.types import ChatMessage
+
+    backend = EmbeddedBackend(
+        "ulm", model_path=gguf_file, model_name="ulm-tiny", chat_format="plain",
+        engine=EngineConfig(threads=1, context=256, max_sequences=2),
+    )
+    try:
+        sp = SamplingParams(max_tokens=8, temperature=0.0)
+        req = GenerateRequest(messages=[ChatMessage("user", "Speak, my lord.")], model="ulm-tiny", sampling=sp)
+        chunks = [c async for c in backend.stream(req)]
+    finally:
+        await backend.aclose()
+    assert chunks[-1].finish_reason in ("stop", "length") and chunks[-1].served_by == "ulm"
+    assert await backend.models() == ["ulm-tiny"]

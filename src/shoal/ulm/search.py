@@ -34,9 +34,10 @@ class Candidate:
 
 
 def _finished(text: str) -> bool:
-    # an answer line that has ended ("A: 46\n") ends the trace
-    nl = text.rfind("\n", 0, len(text) - 1) if text.endswith("\n") else -1
-    return text.endswith("\n") and text[nl + 1 :].startswith("A:")
+    """True once the trace's last line is a complete answer line ("A: 46\n")."""
+    if not text.endswith("\n"):
+        return False
+    return text[:-1].rsplit("\n", 1)[-1].startswith("A:")
 
 
 @torch.no_grad()

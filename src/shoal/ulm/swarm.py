@@ -14,7 +14,7 @@ import asyncio
 from pathlib import Path
 
 from shoal.ulm.harness.base import CALL_CLOSE, CALL_OPEN, Task, get_env, run_tools
-from shoal.ulm.search import Candidate, _finished
+from shoal.ulm.search import Candidate
 from shoal.ulm.tokenizer import ULMTokenizer
 
 
@@ -44,12 +44,12 @@ async def _one(engine: object, tok: ULMTokenizer, prompt: str, *, temperature: f
         text += piece
         break
     # the trace ends with its answer line (a model may ramble on after it)
-    lines, kept = text.splitlines(keepends=True), ""
-    for line in lines:
-        kept += line
-        if _finished(kept if kept.endswith("\n") else kept + "\n") and line.startswith("A:"):
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.startswith("A:"):
+            text = "".join(lines[: i + 1])
             break
-    return Candidate(kept, used)
+    return Candidate(text, used)
 
 
 async def engine_candidates(

@@ -85,7 +85,7 @@ class ULMTokenizer:
             return cls(Tokenizer.from_str(json.dumps(data["tokenizer"])), data["kind"])
         except FileNotFoundError as exc:
             raise BadInput(f"tokenizer file not found: {path}", hint="train one with `shoal ulm train CONFIG`") from exc
-        except (ValueError, KeyError, TypeError, Exception) as exc:  # tokenizers raises plain Exception
+        except Exception as exc:  # JSON, missing keys, and tokenizers' own (plain Exception) errors
             raise BadInput(f"{path} is not a µLM tokenizer ({exc})", hint="delete it and train again") from exc
 
 
