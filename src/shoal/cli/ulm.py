@@ -148,7 +148,8 @@ def export(
     out.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     out.print(
         "serve it: add to shoal.toml\n"
-        f'  [[servers]]\n  name = "ulm"\n  kind = "embedded"\n  model_path = "{path}"\n  chat_format = "plain"'
+        f'  [[servers]]\n  name = "ulm"\n  kind = "embedded"\n  model_path = "{path}"\n  chat_format = "plain"',
+        markup=False,
     )
 
 
