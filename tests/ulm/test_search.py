@@ -57,3 +57,22 @@ async def test_the_engine_decodes_n_samples_of_one_goal_with_the_calculator(arit
     cands = await engine_candidates(gguf, tok, task, n=4, temperature=1.0)
     assert len(cands) == 4 and all(c.verdict is not None for c in cands)
     assert any(c.verdict.ok for c in cands if c.verdict)
+
+
+def test_the_cli_compares_greedy_and_best_of_n_in_torch_and_in_the_engine(arith_run: Path) -> None:
+    from typer.testing import CliRunner
+
+    from shoal.cli import _register, app
+
+    _register()
+    runner = CliRunner()
+    torch_run = runner.invoke(app, ["ulm", "swarm", str(arith_run), "--env", "arith", "--level", "1", "--n", "2", "--tasks", "4"])
+    assert torch_run.exit_code == 0, torch_run.output
+    assert "pass@1" in torch_run.output and "best-of-2" in torch_run.output
+    engine_run = runner.invoke(
+        app, ["ulm", "swarm", str(arith_run), "--env", "arith", "--level", "1", "--n", "2", "--tasks", "2", "--engine"]
+    )
+    assert engine_run.exit_code == 0, engine_run.output
+    assert "engine, 2 tasks" in engine_run.output
+    unknown = runner.invoke(app, ["ulm", "swarm", str(arith_run), "--env", "poker"])
+    assert isinstance(unknown.exception, BadInput)
