@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=0, help="fine-tuning steps per round; 0 = two passes over the kept traces")
     ap.add_argument("--max-new", type=int, default=128)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--engine", action="store_true", help="search and measure in the embedded llama.cpp engine")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     home = Settings().home
@@ -52,21 +53,22 @@ def main() -> None:
     if not (run / "ckpt.json").exists():
         print(f"training the harness recipe into {run} ...")
         train(load_recipe("harness"), run, threads=a.threads, cache=home / "ulm" / "corpus")
-    out = run.parent / f"{run.name}-{a.env}{a.level}-bench"
+    out = run.parent / f"{run.name}-{a.env}{a.level}-bench{'-engine' if a.engine else ''}"
 
     def show(r):  # type: ignore[no-untyped-def]
         print(f"round {r.round}: held-out pass@1 {r.heldout_pass_at_1:.2f}  best-of-{a.n} {r.heldout_best_of_n:.2f}  "
               f"kept {r.kept}/{r.tried}  ({time.perf_counter() - t0:.0f} s)", flush=True)
 
     rounds = improve(run, out, env=a.env, level=a.level, rounds=a.rounds, tasks_per_round=a.tasks, n=a.n,
-                     heldout_n=a.heldout, iters=a.iters, max_new=a.max_new, on_round=show)
+                     heldout_n=a.heldout, iters=a.iters, max_new=a.max_new, engine=a.engine, on_round=show)
     r0, rk = rounds[0], rounds[-1]
     print(f"curve: {out / 'improve.png'}")
     print(
         f"solve_rate_round0: {r0.heldout_pass_at_1:.2f} solve_rate_final: {rk.heldout_pass_at_1:.2f} "
         f"pass_at_1: {r0.heldout_pass_at_1:.2f} best_of_n: {r0.heldout_best_of_n:.2f} "
         f"best_of_n_gain: {r0.heldout_best_of_n - r0.heldout_pass_at_1:+.2f} n: {a.n} rounds: {a.rounds} "
-        f"env: {a.env} level: {a.level} heldout: {a.heldout} max_new: {a.max_new}"
+        f"env: {a.env} level: {a.level} heldout: {a.heldout} max_new: {a.max_new} engine: {int(a.engine)} "
+        f"seconds: {time.perf_counter() - t0:.0f}"
     )
 
 

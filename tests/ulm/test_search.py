@@ -76,3 +76,10 @@ def test_the_cli_compares_greedy_and_best_of_n_in_torch_and_in_the_engine(arith_
     assert "engine, 2 tasks" in engine_run.output
     unknown = runner.invoke(app, ["ulm", "swarm", str(arith_run), "--env", "poker"])
     assert isinstance(unknown.exception, BadInput)
+
+
+def test_the_loop_can_search_and_measure_in_the_engine(arith_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "improved-engine"
+    rounds = improve(arith_run, out, env="arith", level=1, rounds=1, tasks_per_round=6, n=2, heldout_n=6, iters=3, engine=True)
+    assert [r.round for r in rounds] == [0, 1] and rounds[0].heldout_pass_at_1 >= 0.5
+    assert (out / "model.gguf").exists() and checkpoint.load(out).meta["improve_target"]["env"] == "arith"

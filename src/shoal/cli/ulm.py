@@ -221,6 +221,7 @@ def improve(
     max_new: int = typer.Option(128, help="token budget per sample"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="where the improved run goes (default RUN-ENV-LEVEL)"),
     nice: int = typer.Option(15),
+    engine: bool = typer.Option(False, "--engine", help="search and measure in the embedded llama.cpp engine"),
 ) -> None:
     """The closed loop: search -> keep verified traces -> fine-tune -> held-out solve rate, per round."""
     from shoal.ulm.checkpoint import resolve
@@ -236,7 +237,7 @@ def improve(
         table.add_row(str(r.round), f"{r.heldout_pass_at_1:.2f}", f"{r.heldout_best_of_n:.2f}", str(r.kept), str(r.tried))
 
     do_improve(src, dest, env=env, level=level, rounds=rounds, tasks_per_round=tasks, n=n, iters=iters,
-               heldout_n=heldout_n, max_new=max_new, on_round=show)
+               heldout_n=heldout_n, max_new=max_new, engine=engine, on_round=show)
     out.print(table)
     out.print(f"improved run in {dest} (curve: {dest / 'improve.png'})")
 

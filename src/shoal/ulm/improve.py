@@ -95,11 +95,14 @@ def improve(
     temperature: float = 1.0,
     max_new: int = 64,
     seed: int = 0,
+    engine: bool = False,
     on_round: Callable[[Round], None] | None = None,
 ) -> list[Round]:
     """Rounds of search -> verified traces -> fine-tune on ``env`` at ``level``; the result is saved in ``out``.
 
     ``iters`` = 0 fine-tunes ``epochs`` passes over each round's kept traces plus replay.
+    ``engine``: the search on training tasks runs in the embedded llama.cpp engine (the model
+    exported to GGUF each round) — the same samples, ~10x less CPU than torch rollouts.
     """
     loaded = checkpoint.load(run)
     model, tok = loaded.model, loaded.tokenizer
@@ -116,8 +119,12 @@ def improve(
     gold_pairs = [(t.prompt, t.gold) for t in gold if (t.env, t.level) != (env, level)]
 
     def measure(r: int, kept: int, tried: int) -> Round:
-        rep = solve(model, tok, test, n=n, temperature=temperature, max_new=max_new, seed=seed + 7)
-        res = Round(r, rep.pass_at_1, rep.best_of_n, kept, tried)
+        if engine:
+            res = Round(r, *_engine_measure(model, tok, loaded.meta, out, test, n=n, temperature=temperature,
+                                            max_new=max_new, seed=seed + 7), kept, tried)
+        else:
+            rep = solve(model, tok, test, n=n, temperature=temperature, max_new=max_new, seed=seed + 7)
+            res = Round(r, rep.pass_at_1, rep.best_of_n, kept, tried)
         if on_round:
             on_round(res)
         return res
@@ -131,7 +138,12 @@ def improve(
             t = e.task(rng, level)
             if t.prompt not in banned:
                 tasks.append(t)
-        cands = sample_many(model, tok, [t.prompt for t in tasks], n=n, temperature=temperature, max_new=max_new, seed=seed + 1000 * r)
+        prompts = [t.prompt for t in tasks]
+        if engine:
+            cands = _engine_search(model, tok, loaded.meta, out, prompts, n=n, temperature=temperature,
+                                   max_new=max_new, seed=seed + 1000 * r)
+        else:
+            cands = sample_many(model, tok, prompts, n=n, temperature=temperature, max_new=max_new, seed=seed + 1000 * r)
         kept: list[tuple[str, str]] = []
         for t, cs in zip(tasks, cands):
             seen: set[str] = set()
@@ -159,6 +171,45 @@ def improve(
     (out / "improve.json").write_text(json.dumps([asdict(h) for h in history], indent=1))
     plot_rounds(out, history, f"{env} level {level}: held-out solve rate by round")
     return history
+
+
+def _export_now(model: ULM, tok: ULMTokenizer, meta: dict[str, Any], out: Path) -> Path:
+    from shoal.ulm.export import export
+
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(out / "tokenizer.json")
+    checkpoint.save(out, model, None, {**meta, "name": out.name}, torch.Generator())
+    return export(out)
+
+
+def _engine_search(
+    model: ULM, tok: ULMTokenizer, meta: dict[str, Any], out: Path, prompts: list[str], **kw: Any
+) -> list[list[Any]]:
+    """Export the current weights and let the engine draw the samples."""
+    import asyncio
+
+    from shoal.ulm.swarm import engine_sample_many
+
+    return asyncio.run(engine_sample_many(_export_now(model, tok, meta, out), tok, prompts, **kw))
+
+
+def _engine_measure(
+    model: ULM, tok: ULMTokenizer, meta: dict[str, Any], out: Path, test: list[Any], *, n: int, temperature: float,
+    max_new: int, seed: int,
+) -> tuple[float, float]:
+    """Held-out greedy pass@1 and verified best-of-N, both decoded by the engine."""
+    import asyncio
+
+    from shoal.ulm.swarm import engine_sample_many
+
+    gguf = _export_now(model, tok, meta, out)
+    prompts = [t.prompt for t in test]
+    greedy = asyncio.run(engine_sample_many(gguf, tok, prompts, n=1, temperature=0.0, max_new=max_new))
+    samples = asyncio.run(engine_sample_many(gguf, tok, prompts, n=n, temperature=temperature, max_new=max_new, seed=seed))
+    env = get_env(test[0].env)
+    p1 = sum(env.verify(t, g[0].text).ok for t, g in zip(test, greedy)) / len(test)
+    bon = sum(any(env.verify(t, c.text).ok for c in cs) for t, cs in zip(test, samples)) / len(test)
+    return p1, bon
 
 
 def plot_rounds(out: Path, history: list[Round], title: str) -> Path:

@@ -74,3 +74,31 @@ async def engine_candidates(
     for c in cands:
         c.verdict = env.verify(task, c.text)
     return list(cands)
+
+
+async def engine_sample_many(
+    gguf: Path, tok: ULMTokenizer, prompts: list[str], *, n: int, temperature: float = 1.0, max_new: int = 128,
+    seed: int = 0, threads: int = 1, parallel: int = 32,
+) -> list[list[Candidate]]:
+    """``n`` candidates for each prompt from one engine, ``parallel`` sequences decoded together."""
+    from shoal.config import EngineConfig
+    from shoal.engine.llama import Model
+    from shoal.engine.scheduler import Engine
+
+    model = await asyncio.to_thread(Model, gguf)
+    engine = Engine(
+        model, EngineConfig(threads=threads, context=256, max_sequences=parallel + 1, max_pending=len(prompts) * n + 1),
+        name="ulm-swarm",
+    )
+    gate = asyncio.Semaphore(parallel)
+
+    async def one(k: int, prompt: str) -> Candidate:
+        async with gate:
+            return await _one(engine, tok, prompt, temperature=temperature, max_new=max_new, seed=seed + k)
+
+    try:
+        flat = await asyncio.gather(*(one(k, p) for k, p in enumerate(p for p in prompts for _ in range(n))))
+    finally:
+        await asyncio.to_thread(engine.close)
+        model.close()
+    return [list(flat[i * n : (i + 1) * n]) for i in range(len(prompts))]
