@@ -124,3 +124,15 @@ def test_the_cli_lists_samples_and_rejects_unknown_runs(tiny_run: Path, monkeypa
     assert sampled.exit_code == 0 and sampled.output.startswith("KING")
     missing = runner.invoke(app, ["ulm", "sample", "nope"])
     assert isinstance(missing.exception, NotFound)
+
+
+def test_the_ulm_config_section_is_strict_and_training_threads_fit_the_budget() -> None:
+    from shoal.config import parse_config
+    from shoal.engine.cpu import BUDGET
+    from shoal.ulm.train import default_threads
+
+    cfg = parse_config('[ulm]\nsolver_run = "harness"\nsolver_bots = ["thinker"]\n')
+    assert cfg.ulm.solver_run == "harness" and cfg.ulm.samples == 8
+    with pytest.raises(ConfigError, match="solver"):
+        parse_config("[ulm]\nsolvers = 3\n")
+    assert 1 <= default_threads() <= BUDGET.cores
