@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shoal.edge.config import EdgeConfig
-from shoal.ulm.settings import UlmConfig
 from shoal.errors import ConfigError
+from shoal.ulm.settings import UlmConfig
 
 DEFAULT_MODEL = "smollm2-135m"
 
