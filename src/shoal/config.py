@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shoal.edge.config import EdgeConfig
 from shoal.tools.config import ToolsConfig
 from shoal.errors import ConfigError
+from shoal.ulm.settings import UlmConfig
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -361,6 +362,7 @@ class ShoalConfig(_Strict):
     rooms: list[RoomConfig] = Field(default_factory=list)
     edge: EdgeConfig = Field(default_factory=EdgeConfig)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
+    ulm: UlmConfig = Field(default_factory=UlmConfig)
 
     @model_validator(mode="after")
     def _cross_check(self) -> "ShoalConfig":

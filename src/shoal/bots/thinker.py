@@ -245,10 +245,14 @@ class ThinkerBot(Bot):
         status, error = "done", None
         try:
             history = await store.history(conv, limit=max(1, self.config.history))
-            messages = self.build_messages(history, partial=thought.partial)
-            await self._generate(thought, messages, self.config.max_tokens, live=True)
-            if self.config.monologue_rounds and thought.text.strip():
-                await self._monologue(thought, messages)
+            if (solved := await self.solver_for(history)) is not None:
+                thought.parts.append(solved)
+                await self.emit(ThoughtDelta(conversation=conv, turn=thought.turn, thought_id=thought.id, text=solved))
+            else:
+                messages = self.build_messages(history, partial=thought.partial)
+                await self._generate(thought, messages, self.config.max_tokens, live=True)
+                if self.config.monologue_rounds and thought.text.strip():
+                    await self._monologue(thought, messages)
         except GenerationCancelled:
             status = thought.stop_status
         except asyncio.CancelledError:
@@ -350,6 +354,22 @@ class ThinkerBot(Bot):
         if queue and not running and self._consumer is not None:
             nxt = queue.popleft()
             self._start(nxt, nxt.reasons.get(self.name, ""))
+
+    async def solver_for(self, history: list[Any]) -> str | None:
+        """Hook: a thought worked out by a solver instead of the chat model (a µLM by search), or None.
+
+        Only when ``[ulm]`` lists this bot in ``solver_bots`` (shoal.ulm.solver); a failed solver falls
+        back to thinking as usual, it never ends the thought in an error.
+        """
+        if not self.ctx.config.ulm.solver_run:
+            return None
+        from shoal.ulm.solver import thought_for
+
+        last = next((m.content for m in reversed(history) if m.role == "user" and m.content), "")
+        try:
+            return await thought_for(self.ctx.config, self.name, last)
+        except ShoalError:
+            return None
 
     def build_messages(self, history: list[Any], *, partial: str = "") -> list[ChatMessage]:
         system = self.config.instruction or "You think quietly about the conversation."

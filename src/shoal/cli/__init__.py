@@ -44,6 +44,9 @@ def _register() -> None:
     from shoal.cli import mcp
 
     app.command("mcp")(mcp.mcp)  # issue 17: shoal as an MCP server
+    from shoal.cli import ulm
+
+    app.add_typer(ulm.app, name="ulm")
 
 
 def setup_logging() -> None:
