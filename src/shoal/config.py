@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shoal.edge.config import EdgeConfig
+from shoal.runtime.mesh_config import MeshConfig
 from shoal.errors import ConfigError
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -354,6 +355,7 @@ class ShoalConfig(_Strict):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     rooms: list[RoomConfig] = Field(default_factory=list)
     edge: EdgeConfig = Field(default_factory=EdgeConfig)
+    mesh: MeshConfig = Field(default_factory=MeshConfig)
 
     @model_validator(mode="after")
     def _cross_check(self) -> "ShoalConfig":

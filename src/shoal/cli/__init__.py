@@ -38,6 +38,9 @@ def _register() -> None:
     from shoal.cli import edge
 
     app.add_typer(edge.app, name="edge")
+    from shoal.cli import worker
+
+    app.command("worker")(worker.worker)
 
 
 def setup_logging() -> None:
