@@ -1,0 +1,127 @@
+"""Mesh fixtures: a real nats-server (JetStream, temp store, free loopback port), optionally with
+authorization, and `shoal worker` as a real subprocess with its own SHOAL_HOME (no database)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from shoal.config import Env, Settings, parse_config
+
+from ..conftest import ROOT, TEST_CONFIG, free_port
+from ..edge.conftest import NATS, wait_for, wait_port
+
+__all__ = ["NatsAuthServer", "WorkerProcess", "mesh_toml", "wait_for"]
+
+
+class NatsAuthServer:
+    """``nats-server -c <conf>``: JetStream in a temp dir, on a free port, with the given authorization block."""
+
+    def __init__(self, base: Path, authorization: str = "") -> None:
+        if not Path(NATS).exists():
+            pytest.skip("nats-server is not installed (make test installs Debian's nats-server)")
+        base.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.conf = base / "nats.conf"
+        self.conf.write_text(
+            f'listen: "127.0.0.1:{self.port}"\njetstream {{ store_dir: "{base / "js"}" }}\n{authorization}\n'
+        )
+        self.log = base / "nats.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "NatsAuthServer":
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([NATS, "-c", str(self.conf)], stdout=log, stderr=log)
+        wait_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=15)
+        self.proc = None
+
+
+@pytest.fixture
+def nats(tmp_path: Path) -> Iterator[NatsAuthServer]:
+    server = NatsAuthServer(tmp_path / "nats").start()
+    yield server
+    server.stop()
+
+
+#: the test swarm, faster: facts by rules only, quick heartbeats
+MESH_CONFIG = TEST_CONFIG + """
+[memory]
+extract_with_model = false
+"""
+
+
+def mesh_toml(url: str, *, remote: str = '["thinker", "memory"]', extra: str = "") -> str:
+    return MESH_CONFIG + f"""
+[mesh]
+kind = "nats"
+url = "{url}"
+remote = {remote}
+heartbeat = 0.5
+missed = 3
+{extra}
+"""
+
+
+def mesh_env(home: Path, toml: str) -> Env:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "shoal.toml").write_text(toml)
+    return Env(Settings(home=home), parse_config(toml))
+
+
+class WorkerProcess:
+    """``python -m shoal worker --bots ... --nats URL`` in its own SHOAL_HOME (which never gets a database)."""
+
+    def __init__(self, home: Path, url: str, bots: str = "thinker,memory", toml: str = "") -> None:
+        self.home = home
+        self.url = url
+        self.bots = bots
+        home.mkdir(parents=True, exist_ok=True)
+        if toml:
+            (home / "shoal.toml").write_text(toml)
+        self.log = tempfile.TemporaryFile()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> "WorkerProcess":
+        env = dict(os.environ, SHOAL_HOME=str(self.home), PYTHONPATH=str(ROOT / "src"), HF_HUB_OFFLINE="1")
+        env.pop("SHOAL_CONFIG", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "shoal", "worker", "--bots", self.bots, "--nats", self.url],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode("utf-8", "replace")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=15)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def wait(self, timeout: float = 60) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
