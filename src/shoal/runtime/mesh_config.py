@@ -30,8 +30,8 @@ class MeshConfig(BaseModel):
         description="when the last worker of a bot dies: run it in the server (inprocess) or report it missing",
     )
     heartbeat: float = Field(default=1.0, gt=0, le=60, description="seconds between a worker's heartbeats")
-    missed: int = Field(default=3, ge=1, le=100, description="heartbeats missed before a worker is dead")
-    data_timeout: float = Field(default=10.0, gt=0, description="seconds a worker waits for the server's data service")
+    missed: int = Field(default=5, ge=1, le=100, description="heartbeats missed before a worker is dead")
+    data_timeout: float = Field(default=30.0, gt=0, description="seconds a worker waits for the server's data service")
     durable: bool = Field(
         default=True, description="user turns and routes go through a JetStream stream with durable consumers"
     )

@@ -176,8 +176,14 @@ class MeshHost:
 
     async def _reap(self) -> None:
         grace = self.cfg.heartbeat * self.cfg.missed
+        tick = self.cfg.heartbeat / 2
         while True:
-            await asyncio.sleep(self.cfg.heartbeat / 2)
+            t = time.monotonic()
+            await asyncio.sleep(tick)
+            if time.monotonic() - t > tick + self.cfg.heartbeat:
+                # this loop was held up: heartbeats that arrived meanwhile are not handled yet,
+                # so silence now proves nothing — look again next tick
+                continue
             async with self._lock:
                 down = self.registry.reap()
                 if time.monotonic() - self._t0 > grace:
