@@ -73,21 +73,38 @@ async def connect(config: MeshConfig, name: str) -> Any:
 
     opts = config.connect_options(name)
     # the first connect must fail fast and clearly; reconnects afterwards are forever
-    first = dict(opts, max_reconnect_attempts=0, allow_reconnect=False)
+    first = dict(opts, max_reconnect_attempts=1, allow_reconnect=False)  # 0 would mean "forever" to nats-py
+    probe = nats.NATS()
     try:
-        nc = await nats.connect(**first, error_cb=_error)
+        await probe.connect(**first, error_cb=_error)
     except nats.errors.NoServersError as exc:
+        await _discard(probe)
         raise BackendUnavailable(
             f"cannot reach NATS at {config.url} ({_reason(exc)})",
             hint="start one with `nats-server -js` (Debian: apt install nats-server), or set [mesh] url in shoal.toml",
         ) from exc
     except (OSError, asyncio.TimeoutError, nats.errors.Error) as exc:
+        await _discard(probe)
         raise BackendUnavailable(
             f"cannot join NATS at {config.url}: {_reason(exc)}",
             hint="check [mesh] user/password/token/nkey_seed/tls_* in shoal.toml against the server's authorization",
         ) from exc
-    await nc.close()
+    await probe.close()
     return await nats.connect(**opts, error_cb=_error)
+
+
+async def _discard(nc: Any) -> None:
+    """Close what a failed connect left open (nats-py keeps the transport of a refused attempt)."""
+    try:
+        await asyncio.wait_for(nc.close(), 2)
+    except Exception:  # noqa: BLE001 - it never fully opened
+        pass
+    transport = getattr(nc, "_transport", None)
+    for writer in {getattr(transport, "_io_writer", None), getattr(transport, "_bare_io_writer", None)} - {None}:
+        try:
+            writer.transport.abort()  # a TLS handshake that failed half-way: nothing left to flush
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def _reason(exc: BaseException) -> str:
