@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from shoal.runtime.messages import ThoughtStart, TurnSettled
 from shoal.runtime.swarm import Swarm
 
+from ..conftest import ROOT
 from .conftest import NatsAuthServer, WorkerProcess, mesh_env, mesh_toml
 
 BOB = "Hi! My name is Bob and I live in Leeds."
@@ -43,6 +47,18 @@ async def test_a_worker_process_runs_thinker_and_memory_and_a_kill_9_loses_and_d
             assert placement["alive"] and placement["runs_on"][0].startswith("worker ")
             user = await swarm.local_user()
             conv = await swarm.conversations.create_conversation(user.id)
+            from shoal.server.api import bot_view
+
+            assert bot_view(swarm, user, "thinker")["placement"]["runs_on"] == placement["runs_on"]  # /api/bots
+            assert bot_view(swarm, user, "primary")["placement"] == {
+                "mesh": "nats", "runs_on": ["server"], "alive": True, "fallback": False,
+            }
+            listed = await asyncio.to_thread(
+                subprocess.run, [sys.executable, "-m", "shoal", "bots", "list"], capture_output=True, text=True, timeout=60,
+                env=dict(os.environ, SHOAL_HOME=str(tmp_path / "server"), COLUMNS="250", PYTHONPATH=str(ROOT / "src")),
+            )
+            thinker_row = next(line for line in listed.stdout.splitlines() if line.startswith("│ thinker"))
+            assert "worker " in thinker_row and "alive" in thinker_row, listed.stdout + listed.stderr
 
             # 1. a full turn: the reply here, the thought and the facts from the worker
             first = await swarm.run_turn(conv.id, user.id, BOB, timeout=240)

@@ -136,3 +136,30 @@ class Registry:
 
 def dumps(data: Any) -> bytes:
     return json.dumps(data, separators=(",", ":")).encode()
+
+
+def runs_on(config: Any, *, timeout: float = 2.0) -> dict[str, str]:
+    """Where each bot runs, for ``shoal bots list``: asked of the running server over NATS ([mesh] kind = "nats")."""
+    if config.mesh.kind != "nats":
+        return {b.name: "server" for b in config.bots}
+    import asyncio
+
+    async def ask() -> dict[str, Any]:
+        from shoal.runtime.nats_mesh import connect
+
+        nc = await connect(config.mesh, "shoal-cli")
+        try:
+            reply = await nc.request(STATUS, b"{}", timeout=timeout)
+            return json.loads(reply.data)["bots"]  # type: ignore[no-any-return]
+        finally:
+            await nc.close()
+
+    try:
+        bots = asyncio.run(ask())
+    except Exception as exc:  # noqa: BLE001 - the list of bots is still worth showing
+        return {b.name: f"unknown (no server on NATS: {type(exc).__name__})" for b in config.bots}
+    out = {}
+    for name, p in bots.items():
+        state = "alive" if p.get("alive") else ("missing" if p.get("missing") else "not running")
+        out[name] = f"{', '.join(p.get('runs_on') or ['nowhere'])} · {state}"
+    return out
