@@ -71,6 +71,8 @@ async def test_a_worker_process_runs_thinker_and_memory_and_a_kill_9_loses_and_d
             assert {f.value for f in facts} >= {"Bob", "Leeds"} and all(f.sources == [first.turn] for f in facts)
             assert CORE_KINDS <= await stored_kinds(swarm, conv.id, first.turn)
             assert swarm.host.data.answered > 0
+            statuses = await swarm.thinker_status(conv.id, user=user)  # the worker's live buffer, over the mesh
+            assert [st.bot for st in statuses] == ["thinker"] and statuses[0].thought_id == first.thoughts[0]["id"]
 
             # 2. kill -9 while the thinker streams: the turn still settles, without it
             listener = swarm.listen(conv.id)

@@ -258,6 +258,18 @@ class Swarm:
     def _make_bot(self, bc: "BotConfig") -> Bot:
         return bot_classes()[bc.role](bc, self._ctx)
 
+    def _running(self) -> list[tuple[str, Any]]:
+        """(name, bot) of every bot running now: here, or in a live worker (as its role and config)."""
+        here: list[tuple[str, Any]] = list(self.bots.items())
+        if self.host is not None:
+            from types import SimpleNamespace
+
+            here += [
+                (b.name, SimpleNamespace(role=b.role, config=b)) for b in self.config.bots
+                if b.name not in self.bots and self.host.registry.alive(b.name)
+            ]
+        return here
+
     def _runs_here(self, name: str) -> bool:
         """False for a bot a worker runs (the mesh on NATS, docs/mesh.md)."""
         return self.host is None or self.host.runs_here(name)
@@ -429,7 +441,7 @@ class Swarm:
         if not self._started:
             return
         if out.terms:
-            for name, bot in list(self.bots.items()):
+            for name, bot in self._running():
                 if bot.role == "thinker":
                     await self.mesh.request(f"bot.{name}.control", Scrub(terms=out.terms), timeout=5)
         primary = next((b.name for b in self.bots.values() if b.role == "primary"), "primary")
@@ -516,7 +528,7 @@ class Swarm:
         from shoal.runtime.messages import Ack, CancelThought
 
         n = 0
-        for name, bot in list(self.bots.items()):
+        for name, bot in self._running():
             if bot.role != "thinker" or (user is not None and not can(user, bot.config, "see_thoughts")):
                 continue
             res = await self.mesh.request(
@@ -541,7 +553,7 @@ class Swarm:
     async def thinker_status(self, conversation: str | None = None, *, user: "User | None" = None) -> list[ThinkerStatus]:
         """What the thinkers are thinking (their live buffers); with ``user``, only what that person may see."""
         out: list[ThinkerStatus] = []
-        for name, bot in list(self.bots.items()):
+        for name, bot in self._running():
             if bot.role != "thinker" or (user is not None and not can(user, bot.config, "see_thoughts")):
                 continue
             res = await self.mesh.request(f"bot.{name}.control", StatusQuery(conversation=conversation), timeout=2)
