@@ -58,8 +58,8 @@ def nats(tmp_path: Path) -> Iterator[NatsAuthServer]:
 
 #: the test swarm, faster (facts by rules only, shorter thoughts) and patient (a loaded machine is slow)
 MESH_CONFIG = TEST_CONFIG.replace("settle_timeout = 60", "settle_timeout = 240").replace(
-    'name = "thinker"\nrole = "thinker"\nmax_tokens = 48', 'name = "thinker"\nrole = "thinker"\nmax_tokens = 32'
-) + """
+    'name = "thinker"\nrole = "thinker"\nmax_tokens = 48', 'name = "thinker"\nrole = "thinker"\nmax_tokens = 16'
+).replace("Answer in one or two sentences.\"\nmax_tokens = 48", "Answer in one or two sentences.\"\nmax_tokens = 24") + """
 [memory]
 extract_with_model = false
 """

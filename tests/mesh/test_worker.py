@@ -89,6 +89,12 @@ async def test_a_worker_process_runs_thinker_and_memory_and_a_kill_9_loses_and_d
             assert worker.proc is not None and worker.proc.returncode == -9
             assert "thinker" in settled.missing and not settled.timed_out
             assert not swarm.host.placement("thinker")["alive"]
+            for _ in range(100):  # the thought it was streaming ends as an error, not "thinking" forever
+                orphan = await swarm.conversations.thoughts(conv.id, turn_id=turn.message_id)
+                if orphan and orphan[0]["status"] == "error":
+                    break
+                await asyncio.sleep(0.1)
+            assert [t["status"] for t in orphan] == ["error"]
 
             # 3. it comes back: the next turn is thought about and remembered again
             worker = WorkerProcess(tmp_path / "worker", nats.url).start()

@@ -223,6 +223,25 @@ class MeshHost:
             hook = getattr(bot, "on_bot_down", None)
             if hook is not None:
                 await hook(name)
+        await self._end_orphaned_thoughts(name)
+
+    async def _end_orphaned_thoughts(self, name: str) -> None:
+        """Thoughts the dead workers were streaming end as errors (in the store and in the headspace)."""
+        from shoal.runtime.messages import ThoughtEnd
+
+        rows = await self.swarm.db.read(
+            lambda c: c.execute("SELECT * FROM thoughts WHERE bot = ? AND status = 'thinking'", (name,)).fetchall()
+        )
+        for r in rows:
+            await self.swarm.conversations.save_thought(
+                r["id"], r["conversation_id"], bot=name, turn_id=r["turn_id"], text=r["text"] or "", status="error",
+                started_at=r["started_at"], ended_at=time.time(),
+            )
+            ev = ThoughtEnd(
+                conversation=r["conversation_id"], turn=r["turn_id"], thought_id=r["id"], text=r["text"] or "",
+                status="error", error="the worker running it stopped", bot=name,
+            )
+            await self.mesh.publish(ev.subject, ev)
 
 
 def placement(swarm: Any, name: str) -> dict[str, Any]:
