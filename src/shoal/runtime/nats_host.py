@@ -188,8 +188,11 @@ class MeshHost:
                 down = self.registry.reap()
                 if time.monotonic() - self._t0 > grace:
                     # remote bots no worker ever brought: missing (or run here) once the grace is over
+                    known = {b.name for b in self.swarm.config.bots if b.enabled}
                     for name in self.cfg.remote:
-                        if name not in self.registry.lost and not self.registry.alive(name) and name not in self.swarm.bots:
+                        if name in known and name not in self.registry.lost and not self.registry.alive(name) \
+                                and name not in self.swarm.bots:
+                            log.warning("no worker runs bot %s (start `shoal worker --bots %s`)", name, name)
                             self.registry.lost.add(name)
                             down.append(name)
                 for b in down:
@@ -208,7 +211,7 @@ class MeshHost:
 
     async def _bot_down(self, name: str) -> None:
         """The last worker of ``name`` is gone: fall back, and let the primary stop waiting for it."""
-        log.warning("the last worker running bot %s is gone", name)
+        log.warning("bot %s has no live worker", name)
         try:
             bc = self.swarm.config.bot(name)
         except ShoalError:
