@@ -58,6 +58,9 @@ def nats(tmp_path: Path) -> Iterator[NatsAuthServer]:
 
 #: the test swarm, faster (facts by rules only, shorter thoughts) and patient (a loaded machine is slow)
 MESH_CONFIG = TEST_CONFIG.replace("settle_timeout = 60", "settle_timeout = 240").replace(
+    # two processes each decode with one thread: two 2-thread llama.cpp contexts on 2 cores collapse (DESIGN §4)
+    "[engine]\nmax_sequences = 8\n", "[engine]\nmax_sequences = 8\nthreads = 1\n"
+).replace(
     'name = "thinker"\nrole = "thinker"\nmax_tokens = 48', 'name = "thinker"\nrole = "thinker"\nmax_tokens = 16'
 ).replace("Answer in one or two sentences.\"\nmax_tokens = 48", "Answer in one or two sentences.\"\nmax_tokens = 24") + """
 [memory]
@@ -83,10 +86,14 @@ def mesh_env(home: Path, toml: str) -> Env:
     return Env(Settings(home=home), parse_config(toml))
 
 
+#: a worker's own shoal.toml: its model decodes with one thread (the server's has the other core)
+WORKER_TOML = "[engine]\nthreads = 1\n"
+
+
 class WorkerProcess:
     """``python -m shoal worker --bots ... --nats URL`` in its own SHOAL_HOME (which never gets a database)."""
 
-    def __init__(self, home: Path, url: str, bots: str = "thinker,memory", toml: str = "") -> None:
+    def __init__(self, home: Path, url: str, bots: str = "thinker,memory", toml: str = WORKER_TOML) -> None:
         self.home = home
         self.url = url
         self.bots = bots

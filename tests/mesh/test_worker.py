@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from shoal.runtime.messages import ThoughtStart, TurnSettled
 from shoal.runtime.swarm import Swarm
 
@@ -34,6 +36,7 @@ async def stored_kinds(swarm: Swarm, conv: str, turn: str) -> set[str]:
     return {e["kind"] for e in await swarm.conversations.events_since(conv, 0) if e.get("turn") == turn}
 
 
+@pytest.mark.timeout(600)  # three real turns over two processes; slow only on a loaded machine
 async def test_a_worker_process_runs_thinker_and_memory_and_a_kill_9_loses_and_doubles_nothing(
     tmp_path: Path, nats: NatsAuthServer
 ) -> None:
