@@ -170,7 +170,7 @@ async def run_mode(mode: str, base: Path, upstream: int, nats_url: str, turns: i
                 bad = [why for ok, why in (
                     (r.settled, "not settled"), (r.reply_status == "complete", f"reply {r.reply_status}"),
                     (not r.missing, f"missing {r.missing}"), (len(thought) == 1, f"{len(thought)} thoughts"),
-                    (r.seconds < 19.5, "the primary timed out waiting"),
+                    (r.seconds < 19.5, f"open for {r.seconds:.0f} s (a timed-out wait or an interjection that never came)"),
                 ) if not ok]
                 if bad:
                     out["errors"] += 1
