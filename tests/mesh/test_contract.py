@@ -174,3 +174,33 @@ async def test_a_durable_route_waits_for_a_bot_that_is_away_and_a_republish_is_k
     got = await drain(inbox, 1)
     await asyncio.sleep(0.3)
     assert [m.turn for m in got] == ["t1"] and inbox.pending == 0
+
+
+async def test_a_nats_restart_loses_no_route_and_doubles_none(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    server = NatsAuthServer(tmp_path / "nats").start()
+    cfg = MeshConfig(kind="nats", url=server.url)
+    a, b = await NatsMesh(cfg, name="a").start(), await NatsMesh(cfg, name="b").start()
+    try:
+        inbox = Inbox(100, name="bot.memory")
+        b.subscribe("conv.*.route", inbox)
+        await b.ready()
+        for i in range(5):
+            ev = Route(conversation="c", turn=f"t{i}", targets=["memory"], bot="primary", bot_seq=i + 1)
+            await a.publish(ev.subject, ev)
+        got = await drain(inbox, 5)
+        server.stop()  # the store stays on disk, as after a crash
+        server.start()
+        for _ in range(100):
+            if a.nc.is_connected and b.nc.is_connected:
+                break
+            await asyncio.sleep(0.1)
+        for i in range(5, 10):
+            ev = Route(conversation="c", turn=f"t{i}", targets=["memory"], bot="primary", bot_seq=i + 1)
+            await a.publish(ev.subject, ev)
+        got += await drain(inbox, 5, timeout=15)
+        await asyncio.sleep(0.5)
+        assert [m.turn for m in got] == [f"t{i}" for i in range(10)] and inbox.pending == 0
+    finally:
+        await a.close()
+        await b.close()
+        server.stop()
