@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shoal.edge.config import EdgeConfig
 from shoal.tools.config import ToolsConfig
+from shoal.runtime.mesh_config import MeshConfig
 from shoal.errors import ConfigError
 from shoal.ulm.settings import UlmConfig
 
@@ -363,6 +364,7 @@ class ShoalConfig(_Strict):
     edge: EdgeConfig = Field(default_factory=EdgeConfig)
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
     ulm: UlmConfig = Field(default_factory=UlmConfig)
+    mesh: MeshConfig = Field(default_factory=MeshConfig)
 
     @model_validator(mode="after")
     def _cross_check(self) -> "ShoalConfig":

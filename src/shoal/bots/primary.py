@@ -185,6 +185,8 @@ class TurnState:
     timer: asyncio.Task[None] | None = None
     #: a room's turn: the personas answer, the primary only waits for the background to settle
     room: bool = False
+    #: targets nobody runs (their last worker died, docs/mesh.md): not waited for
+    missing: list[str] = field(default_factory=list)
 
 
 class PrimaryBot(Bot):
@@ -289,6 +291,10 @@ class PrimaryBot(Bot):
             targets=targets,
         )
         self._turns[ev.message_id] = state
+        placement = getattr(self.ctx, "placement", None)
+        if placement is not None:  # bots in workers that died are not waited for
+            state.missing = placement.missing(targets)
+            state.waiting -= set(state.missing)
         await self.emit(Route(conversation=ev.conversation, turn=ev.message_id, targets=targets, reasons=reasons))
         for name in targets:
             bc = self.ctx.config.bot(name)
@@ -554,6 +560,13 @@ class PrimaryBot(Bot):
                 state.timer.cancel()
             self.tasks.spawn(self._settle(state), name=f"settle:{state.turn}")
 
+    async def on_bot_down(self, name: str) -> None:
+        """The last worker running ``name`` died: stop waiting for it; its turns settle without it."""
+        for state in list(self._turns.values()):
+            if name in state.waiting and not state.settled:
+                state.missing.append(name)
+                self._arrived(state, name)
+
     async def _timeout(self, state: TurnState) -> None:
         await asyncio.sleep(self.ctx.config.routing.settle_timeout)
         if not state.settled:
@@ -573,7 +586,10 @@ class PrimaryBot(Bot):
         finally:
             self._turns.pop(state.turn, None)
             await self.emit(
-                TurnSettled(conversation=state.conversation, turn=state.turn, waited_for=state.targets, timed_out=late)
+                TurnSettled(
+                    conversation=state.conversation, turn=state.turn, waited_for=state.targets, timed_out=late,
+                    missing=state.missing,
+                )
             )
 
     async def _reflect(self, state: TurnState) -> None:

@@ -47,6 +47,9 @@ def _register() -> None:
     from shoal.cli import ulm
 
     app.add_typer(ulm.app, name="ulm")
+    from shoal.cli import worker
+
+    app.command("worker")(worker.worker)
 
 
 def setup_logging() -> None:

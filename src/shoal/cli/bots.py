@@ -22,6 +22,11 @@ def list_bots() -> None:
     table = Table(title=f"bots ({env.settings.config_path if env.settings.config_path.exists() else 'defaults'})")
     for col in ("name", "role", "priority", "server", "model", "history", "rank", "max tokens", "enabled"):
         table.add_column(col)
+    from shoal.runtime.workers import runs_on
+
+    where = runs_on(cfg) if cfg.mesh.kind == "nats" else {}  # in-process, every bot runs in the server
+    if where:
+        table.add_column("runs on")
     for b in cfg.bots:
         server = cfg.server_named(b.server)
         table.add_row(
@@ -34,6 +39,7 @@ def list_bots() -> None:
             str(b.rank),
             str(b.max_tokens),
             "yes" if b.enabled else "no",
+            *([where.get(b.name, "")] if where else []),
         )
     out.print(table)
     rules = Table(title="routing")

@@ -17,18 +17,25 @@ out = Console()
 def up(
     host: str = typer.Option(None, "--host", help="address to listen on (default: server.host in shoal.toml)"),
     port: int = typer.Option(None, "--port", help="port (default: server.port in shoal.toml; 0 picks a free one)"),
+    mesh: str = typer.Option(None, "--mesh", help="inprocess or nats (default: [mesh] kind in shoal.toml)"),
 ) -> None:
     """Start the web UI and API (and create the first admin account if there is none)."""
-    asyncio.run(serve(host, port))
+    asyncio.run(serve(host, port, mesh))
 
 
-async def serve(host: str | None, port: int | None) -> None:
+async def serve(host: str | None, port: int | None, mesh: str | None = None) -> None:
     import uvicorn
 
     from shoal.runtime.swarm import Swarm
     from shoal.server.app import create_app
 
     env = Env.load()
+    if mesh and mesh not in ("inprocess", "nats"):
+        from shoal.errors import BadInput
+
+        raise BadInput(f"unknown mesh '{mesh}'", hint="--mesh inprocess or --mesh nats")
+    if mesh:  # --mesh nats: the bots' messages go over NATS ([mesh] in shoal.toml, docs/mesh.md)
+        env.config.mesh = type(env.config.mesh).model_validate({**env.config.mesh.model_dump(), "kind": mesh})
     cfg = env.config.server
     host = host or cfg.host
     port = cfg.port if port is None else port

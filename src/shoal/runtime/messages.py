@@ -290,6 +290,8 @@ class TurnSettled(Event):
     kind: Literal["turn.settled"] = "turn.settled"
     waited_for: list[str] = Field(default_factory=list)
     timed_out: list[str] = Field(default_factory=list)
+    #: targets nobody ran: their last worker died (the mesh on NATS, docs/mesh.md)
+    missing: list[str] = Field(default_factory=list)
 
 
 # --- conv.<id>.system -------------------------------------------------------

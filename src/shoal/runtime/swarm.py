@@ -85,6 +85,8 @@ class TurnResult:
     recalled: list[dict[str, Any]] = field(default_factory=list)
     settled: bool = False
     seconds: float = 0.0
+    #: bots the turn was routed to that nobody ran (their worker died)
+    missing: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -125,6 +127,13 @@ class Swarm:
     def __init__(self, env: Env | None = None, *, mesh: Mesh | None = None) -> None:
         self.env = env or Env.load()
         self.config = self.env.config
+        #: the server's side of the mesh on NATS (docs/mesh.md); None on the in-process mesh
+        self.host: Any = None
+        if mesh is None and self.config.mesh.kind == "nats":
+            from shoal.runtime.nats_host import MeshHost
+
+            self.host = MeshHost(self)
+            mesh = self.host.mesh
         self.mesh: Mesh = mesh or InProcessMesh()
         self.db = Database(self.env.settings.db_path)
         self.conversations = ConversationStore(self.db)
@@ -156,6 +165,8 @@ class Swarm:
     async def start(self) -> None:
         self.env.settings.ensure_home()
         await self.db.open()
+        if self.host is not None:
+            await self.host.connect()
         await self._apply_bot_settings()
         # bots reach their models through the cluster: their own server is
         # preferred, the others take over when it is down or busy (docs/cluster.md).
@@ -176,15 +187,18 @@ class Swarm:
 
         ctx.tools = self.tools = build_registry(self.config.tools)
         await connect_servers(self.tools, self.config.tools.mcp)
+        ctx.placement = self.host  # type: ignore[attr-defined]
         enabled_servers = {s.name for s in self.config.servers if s.enabled}
         for bc in self.config.bots:
             if bc.enabled and bc.server not in enabled_servers:
                 raise NotFound(f"bot '{bc.name}' uses server '{bc.server}', which is disabled")
-            if bc.enabled and bc.role != "action":  # an action is a template: instances are spawned per task
+            if bc.enabled and bc.role != "action" and self._runs_here(bc.name):  # an action is a template
                 self.bots[bc.name] = self._make_bot(bc)
         await self.journal.start()
         for bot in self.bots.values():
             await bot.start()
+        if self.host is not None:
+            await self.host.started()
         self._started = True
         # the embedding model takes seconds to load: do it now, off the request path,
         # then index any memory written before vectors existed
@@ -238,7 +252,7 @@ class Swarm:
             setattr(current, field_name, getattr(updated, field_name))
         if was_enabled and not current.enabled and name in self.bots:
             await self.bots.pop(name).stop()
-        elif not was_enabled and current.enabled and self._started and name not in self.bots and current.role != "action":
+        elif not was_enabled and current.enabled and self._started and name not in self.bots and current.role != "action" and self._runs_here(name):
             bot = self._make_bot(current)
             self.bots[name] = bot
             await bot.start()
@@ -248,6 +262,22 @@ class Swarm:
 
     def _make_bot(self, bc: "BotConfig") -> Bot:
         return bot_classes()[bc.role](bc, self._ctx)
+
+    def _running(self) -> list[tuple[str, Any]]:
+        """(name, bot) of every bot running now: here, or in a live worker (as its role and config)."""
+        here: list[tuple[str, Any]] = list(self.bots.items())
+        if self.host is not None:
+            from types import SimpleNamespace
+
+            here += [
+                (b.name, SimpleNamespace(role=b.role, config=b)) for b in self.config.bots
+                if b.name not in self.bots and self.host.registry.alive(b.name)
+            ]
+        return here
+
+    def _runs_here(self, name: str) -> bool:
+        """False for a bot a worker runs (the mesh on NATS, docs/mesh.md)."""
+        return self.host is None or self.host.runs_here(name)
 
     async def reload(self, new: ShoalConfig) -> tuple[list[str], list[str]]:
         """Apply an edited shoal.toml while running: bots, routing, memory, rooms, servers, engine.
@@ -306,7 +336,7 @@ class Swarm:
         changed += [c for c in done if c not in changed]
         restart += later
         for bc in cfg.bots:
-            if bc.enabled and bc.role != "action" and bc.name not in self.bots:
+            if bc.enabled and bc.role != "action" and bc.name not in self.bots and self._runs_here(bc.name):
                 bot = self._make_bot(bc)
                 self.bots[bc.name] = bot
                 await bot.start()
@@ -329,6 +359,8 @@ class Swarm:
         await self.journal.stop()
         if getattr(self, "tools", None) is not None:
             await self.tools.aclose()
+        if self.host is not None:
+            await self.host.stop()
         await self.cluster.stop()
         await self.mesh.close()
         await self.db.close()
@@ -416,7 +448,7 @@ class Swarm:
         if not self._started:
             return
         if out.terms:
-            for name, bot in list(self.bots.items()):
+            for name, bot in self._running():
                 if bot.role == "thinker":
                     await self.mesh.request(f"bot.{name}.control", Scrub(terms=out.terms), timeout=5)
         primary = next((b.name for b in self.bots.values() if b.role == "primary"), "primary")
@@ -503,7 +535,7 @@ class Swarm:
         from shoal.runtime.messages import Ack, CancelThought
 
         n = 0
-        for name, bot in list(self.bots.items()):
+        for name, bot in self._running():
             if bot.role != "thinker" or (user is not None and not can(user, bot.config, "see_thoughts")):
                 continue
             res = await self.mesh.request(
@@ -528,7 +560,7 @@ class Swarm:
     async def thinker_status(self, conversation: str | None = None, *, user: "User | None" = None) -> list[ThinkerStatus]:
         """What the thinkers are thinking (their live buffers); with ``user``, only what that person may see."""
         out: list[ThinkerStatus] = []
-        for name, bot in list(self.bots.items()):
+        for name, bot in self._running():
             if bot.role != "thinker" or (user is not None and not can(user, bot.config, "see_thoughts")):
                 continue
             res = await self.mesh.request(f"bot.{name}.control", StatusQuery(conversation=conversation), timeout=2)
@@ -574,7 +606,7 @@ class Swarm:
                     if self.config.bots_with_role("conversation")[0].interject:
                         open_interjections += 1
                 elif isinstance(ev, TurnSettled) and ev.turn == turn.message_id:
-                    settled = True
+                    settled, result.missing = True, list(ev.missing)
             for m in result.memories:
                 m["source_text"] = turn.text
             result.settled = settled

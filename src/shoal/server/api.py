@@ -352,6 +352,9 @@ def bot_view(swarm: Swarm, user: User, name: str) -> dict[str, Any]:
         "model": bc.model or server.default_model,
         "may": {cap: can(user, bc, cap) for cap in ("chat", "see_thoughts", "configure")},  # type: ignore[arg-type]
     }
+    from shoal.runtime.nats_host import placement
+
+    view["placement"] = placement(swarm, bc.name)  # where it runs and whether it is alive (docs/mesh.md)
     if can(user, bc, "configure"):
         view["settings"] = {k: getattr(bc, k) for k in ("instruction", "temperature", "max_tokens", "min_tokens", "history", "tools")}
         view["access"] = bc.access.model_dump()

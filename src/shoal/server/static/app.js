@@ -633,6 +633,7 @@ const Bots = {
           </div>
           <dl class="kv">
             <dt>you may</dt><dd>{{ Object.entries(b.may).filter(([k, v]) => v).map(([k]) => k.replace('_', ' ')).join(', ') || 'nothing' }}</dd>
+            <template v-if="b.placement"><dt>runs on</dt><dd data-test="bot-runs-on">{{ b.placement.runs_on.join(', ') || 'nowhere' }} · {{ b.placement.alive ? 'alive' : (b.placement.missing ? 'missing' : 'not running') }}<span class="muted" v-if="b.placement.mesh !== 'inprocess'"> ({{ b.placement.mesh }})</span></dd></template>
             <template v-if="b.settings && edit !== b.name">
               <dt>instruction</dt><dd>{{ b.settings.instruction || '—' }}</dd>
               <dt>sampling</dt><dd>temperature {{ b.settings.temperature }}, up to {{ b.settings.max_tokens }} tokens, history {{ b.settings.history }}</dd>

@@ -1,0 +1,257 @@
+"""The cost of the NATS hop: user turn -> settled, in-process vs NATS with one and two workers.
+
+Same workload, same run, three ways:
+
+* ``inprocess`` — every bot in this process on the in-process mesh (baseline);
+* ``nats1`` — the server here on ``[mesh] kind = "nats"``, thinker + memory in
+  one ``shoal worker`` subprocess (a real nats-server with JetStream in a
+  temp dir on a free loopback port);
+* ``nats2`` — the same with two workers sharing thinker + memory (each turn
+  must be thought about exactly once).
+
+Every bot's model is bench/upstream.py, a stub OpenAI-compatible server
+that streams canned tokens without inference, so the figures are the mesh,
+the data service and the journal — not a model (which would add seconds of
+noise on a shared CPU). A turn counts as an error when it does not settle,
+its reply is not complete, a bot is missing, or it is not thought about
+exactly once.
+
+    .venv/bin/python bench/mesh_nats.py               # 30 turns per mode
+    .venv/bin/python bench/mesh_nats.py --turns 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+console = Console(stderr=True)
+
+SERVERS = """
+[[servers]]
+name = "stub"
+kind = "openai"
+url = "http://127.0.0.1:{upstream}"
+models = ["bench"]
+"""
+
+CONFIG = SERVERS + """
+[[bots]]
+name = "conversation"
+role = "conversation"
+server = "stub"
+
+[[bots]]
+name = "primary"
+role = "primary"
+server = "stub"
+
+[[bots]]
+name = "thinker"
+role = "thinker"
+server = "stub"
+
+[[bots]]
+name = "memory"
+role = "memory"
+server = "stub"
+
+[routing]
+always = ["memory"]
+settle_timeout = 20
+
+[[routing.rules]]
+name = "everything"
+when = "always"
+send = ["thinker"]
+
+[memory]
+extract_with_model = false
+"""
+
+MESH = """
+[mesh]
+kind = "nats"
+url = "{url}"
+remote = ["thinker", "memory"]
+"""
+
+TEXTS = [
+    "Hi! My name is Sam and I live in Bristol.",
+    "What should I cook tonight? I like pasta.",
+    "I work as a nurse and I have a cat called Pip.",
+    "Can you suggest a book for a rainy day?",
+    "My sister lives in Paris and I visit her in May.",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, max(0, round(p / 100 * (len(values) - 1))))]
+
+
+async def run_mode(mode: str, base: Path, upstream: int, nats_url: str, turns: int) -> dict[str, Any]:
+    from shoal.config import Env, Settings, parse_config
+    from shoal.runtime.swarm import Swarm
+
+    home = base / mode
+    home.mkdir(parents=True)
+    base = home.parent
+    toml = CONFIG.format(upstream=upstream) + (MESH.format(url=nats_url) if mode != "inprocess" else "")
+    (home / "shoal.toml").write_text(toml)
+    env = Env(Settings(home=home), parse_config(toml))
+    workers: list[subprocess.Popen[bytes]] = []
+    out: dict[str, Any] = {"mode": mode, "turn_ms": [], "errors": 0, "events": 0, "seconds": 0.0, "failures": []}
+    async with Swarm(env) as swarm:
+        await swarm.warm_up()
+        n_workers = {"inprocess": 0, "nats1": 1, "nats2": 2}[mode]
+        for i in range(n_workers):
+            whome = base / f"{mode}-worker{i}"
+            whome.mkdir()
+            (whome / "shoal.toml").write_text(SERVERS.format(upstream=upstream))
+            workers.append(subprocess.Popen(
+                [sys.executable, "-m", "shoal", "worker", "--bots", "thinker,memory", "--nats", nats_url],
+                env=dict(os.environ, SHOAL_HOME=str(whome), PYTHONPATH=str(ROOT / "src"), HF_HUB_OFFLINE="1"),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ))
+        if n_workers:
+            deadline = time.monotonic() + 120
+            while len(swarm.host.registry.alive("thinker")) < n_workers:
+                if time.monotonic() > deadline or any(w.poll() is not None for w in workers):
+                    raise RuntimeError(f"{mode}: the workers did not join")
+                await asyncio.sleep(0.2)
+        user = await swarm.local_user()
+        conv = await swarm.conversations.create_conversation(user.id)
+        for _ in range(3):  # warm every path
+            await swarm.run_turn(conv.id, user.id, "Hello there.", timeout=60)
+        seq0 = len(await swarm.conversations.events_since(conv.id, 0))
+        t0 = time.monotonic()
+        with Progress(TextColumn(f"{mode:9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+            task = bar.add_task(mode, total=turns)
+            for i in range(turns):
+                r = await swarm.run_turn(conv.id, user.id, TEXTS[i % len(TEXTS)], timeout=60)
+                out["turn_ms"].append(r.seconds * 1000)
+                thought = [t for t in r.thoughts if t["status"] == "done"]
+                bad = [why for ok, why in (
+                    (r.settled, "not settled"), (r.reply_status == "complete", f"reply {r.reply_status}"),
+                    (not r.missing, f"missing {r.missing}"), (len(thought) == 1, f"{len(thought)} thoughts"),
+                    (r.seconds < 19.5, f"open for {r.seconds:.0f} s (a timed-out wait or an interjection that never came)"),
+                ) if not ok]
+                if bad:
+                    out["errors"] += 1
+                    out["failures"].append(f"{mode} turn {i}: {', '.join(bad)}")
+                bar.advance(task)
+        out["seconds"] = time.monotonic() - t0
+        await asyncio.sleep(0.5)
+        out["events"] = len(await swarm.conversations.events_since(conv.id, 0)) - seq0
+        out["memories"] = await swarm.memories.count(user.id)
+        if n_workers == 2:
+            out["split"] = [len(w.bots) for w in swarm.host.registry.workers.values()]
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+        for w in workers:
+            try:
+                w.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                w.kill()
+    return out
+
+
+async def amain(a: argparse.Namespace) -> None:
+    base = Path(tempfile.mkdtemp(prefix="shoal-mesh-bench-"))
+    up_port, nats_port = free_port(), free_port()
+    upstream = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "upstream.py"), "--port", str(up_port), "--tokens", str(a.tokens)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    nats_bin = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    nats = subprocess.Popen(
+        [nats_bin, "-js", "-sd", str(base / "nats"), "-p", str(nats_port), "-a", "127.0.0.1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(up_port)
+        wait_port(nats_port)
+        url = f"nats://127.0.0.1:{nats_port}"
+        # the first swarm of a process pays for warming torch and the embedder: an unmeasured round first
+        await run_mode("inprocess", base / "warm-up", up_port, url, max(3, a.turns // 3))
+        results = [await run_mode(m, base, up_port, url, a.turns) for m in a.modes.split(",")]
+        results.sort(key=lambda r: ["inprocess", "nats1", "nats2"].index(r["mode"]))
+    finally:
+        for p in (nats, upstream):
+            p.terminate()
+            p.wait(timeout=10)
+        shutil.rmtree(base, ignore_errors=True)
+    table = Table(title=f"user turn -> settled, {a.turns} turns per mode (stub model, {a.tokens} tokens per reply)")
+    for col in ("mode", "p50 ms", "p90 ms", "mean ms", "events/s", "memories", "errors"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(
+            r["mode"], f"{pct(r['turn_ms'], 50):.1f}", f"{pct(r['turn_ms'], 90):.1f}", f"{statistics.mean(r['turn_ms']):.1f}",
+            f"{r['events'] / r['seconds']:.0f}", str(r["memories"]), str(r["errors"]),
+        )
+    console.print(table)
+    for r in results:
+        for f in r["failures"][:5]:
+            console.print(f"[red]{f}[/]")
+    base_p50 = pct(results[0]["turn_ms"], 50)
+    figures = {
+        "turns": a.turns,
+        "inprocess_turn_p50_ms": round(base_p50, 1),
+        "nats_turn_p50_ms": round(pct(results[1]["turn_ms"], 50), 1),
+        "nats2_turn_p50_ms": round(pct(results[2]["turn_ms"], 50), 1),
+        "nats_vs_inprocess_turn_p50": round(pct(results[1]["turn_ms"], 50) / base_p50, 2),
+        "nats2_vs_inprocess_turn_p50": round(pct(results[2]["turn_ms"], 50) / base_p50, 2),
+        "inprocess_events_per_s": round(results[0]["events"] / results[0]["seconds"], 1),
+        "nats_events_per_s": round(results[1]["events"] / results[1]["seconds"], 1),
+        "nats2_events_per_s": round(results[2]["events"] / results[2]["seconds"], 1),
+        "errors": sum(r["errors"] for r in results),
+    }
+    print(" ".join(f"{k}: {v}" for k, v in figures.items()))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="Turn latency in-process vs over NATS with one and two workers.")
+    p.add_argument("--turns", type=int, default=30)
+    p.add_argument("--tokens", type=int, default=16, help="tokens the stub streams per reply")
+    p.add_argument("--modes", default="inprocess,nats1,nats2", help="the order to run them in (all three are needed)")
+    asyncio.run(amain(p.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""The data service: a worker's bots reach history and memory through the server that owns the database.
+
+A bot in a worker never opens SQLite. Its ``ctx.conversations`` and
+``ctx.memories`` are ``RemoteStore`` proxies: each call becomes a request on
+``shoal.data`` (with a timeout) answered by the server's ``DataService``,
+which runs the very store method and returns its result (``nats_wire``).
+
+What a worker may ask is bounded three ways:
+
+* **role** — ``ROLE_METHODS`` lists, per bot role, the store methods its
+  bots call; anything else is refused. The bot must be a configured bot of
+  that role that the server lets run remotely;
+* **turn grants** — the server grants a conversation (and its people) when
+  a user turn is published in it, for ``grant_seconds``; every argument
+  naming a conversation, user, message, pending fact or new memory must
+  fall within a live grant, and the user of a call must be a person of the
+  conversation it names;
+* **answers** — a refusal looks like an unknown id (``NotFound``), so a
+  worker learns nothing about data it was not given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from shoal.errors import BackendUnavailable, NotFound, PermissionDenied, ShoalError
+from shoal.runtime import nats_wire as wire
+
+log = logging.getLogger(__name__)
+
+SUBJECT = "shoal.data"
+
+#: per role, the store methods its bots may call through the data service (tests check them
+#: against the stores' signatures)
+ROLE_METHODS: dict[str, dict[str, frozenset[str]]] = {
+    "thinker": {
+        "conversations": frozenset({"history", "save_thought", "get_conversation"}),
+        "memories": frozenset(),
+    },
+    "memory": {
+        "conversations": frozenset({"get_conversation", "get_message", "scrolled_out", "set_summary"}),
+        "memories": frozenset(
+            {"add", "add_many", "latest_raw", "search", "facts", "propose", "pending", "settle_pending", "decline"}
+        ),
+    },
+}
+
+#: arguments that name something a grant must cover
+_CONV_ARGS = ("conversation_id", "conversation")
+_USER_ARGS = ("user_id",)
+
+
+def _not_found() -> NotFound:
+    return NotFound("no such conversation, message or memory", hint="a worker reads only what a user turn granted it")
+
+
+@dataclass
+class Grant:
+    conversation: str
+    users: set[str] = field(default_factory=set)
+    until: float = 0.0
+
+
+class Grants:
+    """Conversations (and their people) a worker may read and write, each for a while after a turn."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._by_conv: dict[str, Grant] = {}
+
+    def give(self, conversation: str, users: set[str]) -> None:
+        g = self._by_conv.setdefault(conversation, Grant(conversation))
+        g.users |= {u for u in users if u}
+        g.until = time.monotonic() + self.seconds
+
+    def conversation(self, conversation: str) -> Grant:
+        g = self._by_conv.get(conversation)
+        if g is None or g.until < time.monotonic():
+            raise _not_found()
+        return g
+
+    def user(self, user_id: str) -> None:
+        now = time.monotonic()
+        if not any(user_id in g.users and g.until >= now for g in self._by_conv.values()):
+            raise _not_found()
+
+    def prune(self) -> None:
+        now = time.monotonic()
+        for k in [k for k, g in self._by_conv.items() if g.until < now]:
+            del self._by_conv[k]
+
+
+class DataService:
+    """The server side: answers ``shoal.data`` requests from workers' bots within roles and grants."""
+
+    def __init__(self, nc: Any, conversations: Any, memories: Any, config: Any, grants: Grants) -> None:
+        self.nc = nc
+        self.stores = {"conversations": conversations, "memories": memories}
+        self.config = config
+        self.grants = grants
+        self.answered = 0
+        self.refused = 0
+        self._sub: Any = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: is this bot allowed to run in a worker now? (set by the host)
+        self.remote_ok: Any = lambda name: True
+
+    async def start(self) -> None:
+        self._sub = await self.nc.subscribe(SUBJECT, queue="shoal-data", cb=self._on_request)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except Exception:  # noqa: BLE001 - the connection may be closing
+                pass
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _on_request(self, m: Any) -> None:
+        task = asyncio.get_running_loop().create_task(self._answer(m))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, m: Any) -> None:
+        try:
+            req = json.loads(m.data)
+            result = await self.call(
+                str(req["bot"]), str(req["store"]), str(req["method"]), wire.from_wire(req.get("args", [])),
+                wire.from_wire(req.get("kwargs", {})),
+            )
+            body, headers = wire.dumps(result), {wire.KIND: "d"}
+            self.answered += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the worker gets the error
+            if not isinstance(exc, ShoalError):
+                log.exception("data service failed")
+            self.refused += isinstance(exc, (NotFound, PermissionDenied))
+            body, headers = wire.error_body(exc), {wire.KIND: "x"}
+        if m.reply:
+            await self.nc.publish(m.reply, body, headers=headers)
+
+    async def call(self, bot: str, store: str, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """Run ``store.method(*args, **kwargs)`` for ``bot`` if its role and the grants allow it."""
+        try:
+            bc = self.config.bot(bot)
+        except ShoalError:
+            raise PermissionDenied(f"'{bot}' is not a bot of this swarm") from None
+        allowed = ROLE_METHODS.get(bc.role, {}).get(store, frozenset())
+        if method not in allowed or not self.remote_ok(bot):
+            raise PermissionDenied(f"bot '{bot}' (role {bc.role}) may not call {store}.{method} from a worker")
+        target = self.stores[store]
+        fn = getattr(target, method)
+        try:
+            bound = inspect.signature(fn).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise PermissionDenied(f"bad arguments for {store}.{method}: {exc}") from None
+        await self._check(method, bound.arguments)
+        return await fn(*bound.args, **bound.kwargs)
+
+    async def _check(self, method: str, a: dict[str, Any]) -> None:
+        """Every id in the arguments must fall within a live grant (else: not found)."""
+        self.grants.prune()
+        conv = next((a[k] for k in _CONV_ARGS if a.get(k)), None)
+        user = next((a[k] for k in _USER_ARGS if a.get(k)), None)
+        checked = False
+        if conv is not None:
+            g = self.grants.conversation(str(conv))
+            if user is not None and user not in g.users:
+                raise _not_found()
+            checked = True
+        elif user is not None:
+            self.grants.user(str(user))
+            checked = True
+        if method == "get_message":
+            msg = await self.stores["conversations"].get_message(a["message_id"])
+            self.grants.conversation(msg.conversation_id)
+            checked = True
+        if method == "add_many":
+            for it in a["items"]:
+                g = self.grants.conversation(str(it.conversation_id)) if it.conversation_id else None
+                if g is None or it.user_id not in g.users:
+                    raise _not_found()
+            checked = True
+        if method in ("settle_pending", "decline"):
+            ids = list(a.get("ids") or a.get("pending_ids") or [])
+            if ids:
+                db = self.stores["memories"].db
+                marks = ",".join("?" * len(ids))
+                rows = await db.read(
+                    lambda c: c.execute(f"SELECT DISTINCT conversation_id FROM memory_pending WHERE id IN ({marks})", ids).fetchall()
+                )
+                for r in rows:
+                    self.grants.conversation(r["conversation_id"])
+            checked = True
+        if not checked:
+            raise _not_found()
+
+
+class RemoteStore:
+    """A worker bot's view of a store: the same async methods, run by the server's data service."""
+
+    def __init__(self, nc: Any, store: str, bot: str, *, timeout: float) -> None:
+        self._nc, self._store, self._bot, self._timeout = nc, store, bot, timeout
+        #: a worker has no database (the edge hook's recall needs one: it is off in workers)
+        self.db = None
+
+    def __getattr__(self, method: str) -> Any:
+        if method.startswith("_"):
+            raise AttributeError(method)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            import nats.errors
+
+            body = json.dumps(
+                {"bot": self._bot, "store": self._store, "method": method, "args": wire.to_wire(list(args)),
+                 "kwargs": wire.to_wire(kwargs)},
+                separators=(",", ":"),
+            ).encode()
+            try:
+                reply = await self._nc.request(SUBJECT, body, timeout=self._timeout)
+            except nats.errors.NoRespondersError:
+                raise BackendUnavailable(
+                    f"the server's data service does not answer ({self._store}.{method})", hint="is `shoal up --mesh nats` running?"
+                ) from None
+            except nats.errors.TimeoutError:
+                raise BackendUnavailable(
+                    f"the server's data service took longer than {self._timeout} s ({self._store}.{method})",
+                    hint="raise [mesh] data_timeout, or check the server",
+                ) from None
+            if (reply.headers or {}).get(wire.KIND) == "x":
+                raise wire.error_from(json.loads(reply.data))
+            return wire.loads(reply.data)
+
+        call.__name__ = method
+        return call

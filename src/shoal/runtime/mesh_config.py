@@ -1,0 +1,85 @@
+"""``[mesh]`` in shoal.toml: which mesh carries the bots' messages, and how to reach NATS.
+
+Only pydantic is imported here: shoal.config imports this module and
+``import shoal`` must stay light. See docs/mesh.md.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class MeshConfig(BaseModel):
+    """The mesh: ``inprocess`` (default, one process) or ``nats`` (bots in workers on other processes/machines)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["inprocess", "nats"] = Field(default="inprocess", description="inprocess (one process) or nats")
+    url: str = Field(default="nats://127.0.0.1:4222", description="the NATS server (nats:// or tls://)")
+    remote: list[str] = Field(
+        default_factory=list,
+        description="bots that run in workers (`shoal worker --bots ...`): the server does not start them",
+    )
+    fallback: Literal["inprocess", "missing"] = Field(
+        default="missing",
+        description="when the last worker of a bot dies: run it in the server (inprocess) or report it missing",
+    )
+    heartbeat: float = Field(default=1.0, gt=0, le=60, description="seconds between a worker's heartbeats")
+    missed: int = Field(default=5, ge=1, le=100, description="heartbeats missed before a worker is dead")
+    data_timeout: float = Field(default=30.0, gt=0, description="seconds a worker waits for the server's data service")
+    durable: bool = Field(
+        default=True, description="user turns and routes go through a JetStream stream with durable consumers"
+    )
+    stream: str = Field(default="SHOAL_CONV", pattern=r"^[A-Za-z0-9_-]+$", description="the JetStream stream's name")
+    # -- credentials (any one, or none) and TLS ---------------------------------------
+    user: str = Field(default="", description="NATS user (with password)")
+    password: str = Field(default="", description="NATS password (or set SHOAL_NATS_PASSWORD)")
+    token: str = Field(default="", description="NATS token (or set SHOAL_NATS_TOKEN)")
+    nkey_seed: str = Field(default="", description="path of an nkey seed file (needs the nkeys package)")
+    creds: str = Field(default="", description="path of a NATS .creds file (JWT + nkey)")
+    tls_ca: str = Field(default="", description="CA file that signed the NATS server's certificate")
+    tls_cert: str = Field(default="", description="client certificate (mutual TLS)")
+    tls_key: str = Field(default="", description="client key (mutual TLS)")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        for part in v.split(","):
+            if not re.match(r"^(nats|tls|ws|wss)://[^\s/]+/?$", part.strip()):
+                raise ValueError(f"url must look like nats://host:4222 (got {v!r})")
+        return v
+
+    def connect_options(self, name: str) -> dict[str, Any]:
+        """Keyword arguments for ``nats.connect`` (servers, credentials, TLS, reconnects)."""
+        opts: dict[str, Any] = {
+            "servers": [u.strip() for u in self.url.split(",")],
+            "name": name,
+            "connect_timeout": 3,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 0.5,
+            "allow_reconnect": True,
+        }
+        password = self.password or os.environ.get("SHOAL_NATS_PASSWORD", "")
+        token = self.token or os.environ.get("SHOAL_NATS_TOKEN", "")
+        if self.user:
+            opts["user"], opts["password"] = self.user, password
+        if token:
+            opts["token"] = token
+        if self.nkey_seed:
+            opts["nkeys_seed"] = str(Path(self.nkey_seed).expanduser())
+        if self.creds:
+            opts["user_credentials"] = str(Path(self.creds).expanduser())
+        if self.tls_ca or self.tls_cert or self.url.startswith("tls://"):
+            import ssl
+
+            ctx = ssl.create_default_context(cafile=self.tls_ca or None)
+            if self.tls_cert:
+                ctx.load_cert_chain(self.tls_cert, self.tls_key or None)
+            opts["tls"] = ctx
+            opts["tls_hostname"] = None
+        return opts

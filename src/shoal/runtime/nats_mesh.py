@@ -1,0 +1,355 @@
+"""The mesh on NATS: the same subjects and contract as ``InProcessMesh``, across processes and machines.
+
+* ``publish`` sends the message's JSON (``nats_wire``) on its subject. The
+  subjects that must survive a restart — user turns and routes,
+  ``conv.*.user`` and ``conv.*.route`` — are captured by a JetStream stream;
+  they are published through JetStream with a ``Nats-Msg-Id`` so a retried
+  publish is stored once.
+* ``subscribe`` from a bot (its inbox is named ``bot.<name>``) is a queue
+  subscription named after the bot, so several instances of one bot share
+  the work and each message reaches one of them. On a durable subject it is
+  a JetStream durable push consumer (``<bot>-<channel>``, deliver group of
+  the same name): what was published while every instance was down is
+  delivered when one comes back. Delivered messages are acknowledged once
+  they are in the bot's inbox; a redelivered message id the subscription has
+  already taken is acknowledged and dropped (handlers never see it twice).
+  Any other subscriber (the journal, listeners) gets every message.
+* ``serve`` is a queue subscription too (group ``shoal``): one instance
+  answers each request. Handlers run as tasks, so a slow answer does not
+  hold up the next request.
+* ``request`` raises ``NotFound`` at once when nobody serves the subject and
+  ``asyncio.TimeoutError`` after ``timeout`` — like the in-process mesh.
+
+``subscribe`` and ``serve`` are synchronous in the ``Mesh`` protocol; the
+subscriptions are made in the background and ``publish``/``request`` wait
+for them first, so a process never publishes before its own subscribers are
+registered. Call ``await mesh.ready()`` before announcing a process to
+others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from typing import Any
+
+from pydantic import BaseModel
+
+from shoal.errors import BackendUnavailable, NotFound
+from shoal.runtime import nats_wire as wire
+from shoal.runtime.inbox import Inbox
+from shoal.runtime.mesh import Accept, Delivery, Handler, subject_matches
+from shoal.runtime.mesh_config import MeshConfig
+from shoal.runtime.messages import Event
+
+log = logging.getLogger(__name__)
+
+#: subjects kept in the JetStream stream (a restart loses none of them)
+DURABLE_SUBJECTS = ("conv.*.user", "conv.*.route")
+#: message ids a durable subscription remembers to drop redeliveries
+DEDUP_WINDOW = 4096
+SERVE_GROUP = "shoal"
+
+
+def msg_id(msg: BaseModel) -> str | None:
+    """A stable id for a durable event: one per (kind, turn, bot, bot_seq) — a republish gets the same one."""
+    if not isinstance(msg, Event):
+        return None
+    return f"{msg.kind}:{msg.conversation}:{msg.turn or ''}:{msg.bot}:{msg.bot_seq}"
+
+
+def durable_pattern(pattern: str) -> bool:
+    return pattern in DURABLE_SUBJECTS
+
+
+async def connect(config: MeshConfig, name: str) -> Any:
+    """A NATS connection, or one clear error naming the URL and how to start a server."""
+    import nats
+    import nats.errors
+
+    async def _error(exc: Exception) -> None:
+        log.debug("nats: %s", exc)
+
+    opts = config.connect_options(name)
+    # the first connect must fail fast and clearly; reconnects afterwards are forever
+    first = dict(opts, max_reconnect_attempts=1, allow_reconnect=False)  # 0 would mean "forever" to nats-py
+    probe = nats.NATS()
+    try:
+        await probe.connect(**first, error_cb=_error)
+    except nats.errors.NoServersError as exc:
+        await _discard(probe)
+        raise BackendUnavailable(
+            f"cannot reach NATS at {config.url} ({_reason(exc)})",
+            hint="start one with `nats-server -js` (Debian: apt install nats-server), or set [mesh] url in shoal.toml",
+        ) from exc
+    except (OSError, asyncio.TimeoutError, nats.errors.Error) as exc:
+        await _discard(probe)
+        raise BackendUnavailable(
+            f"cannot join NATS at {config.url}: {_reason(exc)}",
+            hint="check [mesh] user/password/token/nkey_seed/tls_* in shoal.toml against the server's authorization",
+        ) from exc
+    await probe.close()
+    return await nats.connect(**opts, error_cb=_error)
+
+
+async def _discard(nc: Any) -> None:
+    """Close what a failed connect left open (nats-py keeps the transport of a refused attempt)."""
+    try:
+        await asyncio.wait_for(nc.close(), 2)
+    except Exception:  # noqa: BLE001 - it never fully opened
+        pass
+    transport = getattr(nc, "_transport", None)
+    for writer in {getattr(transport, "_io_writer", None), getattr(transport, "_bare_io_writer", None)} - {None}:
+        try:
+            writer.transport.abort()  # a TLS handshake that failed half-way: nothing left to flush
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _reason(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc.__context__
+    text = str(exc) or type(exc).__name__
+    if "authorization" in text.lower() or (cause and "authorization" in str(cause).lower()):
+        return "authorization violation: the credentials were refused"
+    return text
+
+
+class _Sub:
+    def __init__(self, mesh: "NatsMesh") -> None:
+        self.mesh = mesh
+        self.nats_sub: Any = None
+        self.closed = False
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.mesh._forget(self)
+
+
+class NatsMesh:
+    """The ``Mesh`` protocol on a nats-py connection (see the module docstring)."""
+
+    def __init__(self, config: MeshConfig, *, name: str = "shoal") -> None:
+        self.config = config
+        self.name = name
+        self.nc: Any = None
+        self.js: Any = None
+        self.durable = False
+        self.published = 0
+        self.redelivered_dropped = 0
+        self._subs: set[_Sub] = set()
+        self._pending: set[asyncio.Task[Any]] = set()
+        self._handlers: set[asyncio.Task[Any]] = set()
+        #: called with every message this process publishes, before it leaves (the host gives grants)
+        self.before_publish: Any = None
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def start(self) -> "NatsMesh":
+        self.nc = await connect(self.config, self.name)
+        if self.config.durable:
+            self.js = self.nc.jetstream()
+            try:
+                await self._ensure_stream()
+                self.durable = True
+            except Exception as exc:  # noqa: BLE001 - a server without JetStream still carries the mesh
+                log.warning(
+                    "NATS at %s has no JetStream (%s): user turns and routes are not kept across restarts; "
+                    "hint: run nats-server with -js", self.config.url, exc,
+                )
+                self.js = None
+        return self
+
+    async def _ensure_stream(self) -> None:
+        from nats.js.api import StorageType, StreamConfig
+
+        cfg = StreamConfig(
+            name=self.config.stream, subjects=list(DURABLE_SUBJECTS), storage=StorageType.FILE,
+            max_age=7 * 86400, duplicate_window=120,
+        )
+        try:
+            await self.js.add_stream(cfg)
+        except Exception:  # noqa: BLE001 - it exists (perhaps with other limits): use it as it is
+            await self.js.stream_info(self.config.stream)
+
+    async def ready(self) -> None:
+        """Every subscription made so far is registered with the server."""
+        while self._pending:
+            done = list(self._pending)
+            await asyncio.gather(*done, return_exceptions=True)
+            self._pending.difference_update(done)
+        if self.nc is not None and self.nc.is_connected:
+            await self.nc.flush(timeout=5)
+
+    async def close(self) -> None:
+        await asyncio.gather(*self._pending, return_exceptions=True)
+        for sub in list(self._subs):
+            sub.close()
+        await asyncio.gather(*self._pending, return_exceptions=True)
+        for t in list(self._handlers):
+            t.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        if self.nc is not None and not self.nc.is_closed:
+            await self.nc.close()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._subscribed)
+        return task
+
+    def _subscribed(self, task: asyncio.Task[Any]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a NATS subscription failed: %s", task.exception())
+
+    def _forget(self, sub: _Sub) -> None:
+        self._subs.discard(sub)
+
+        async def _unsub() -> None:
+            if sub.nats_sub is not None and self.nc is not None and not self.nc.is_closed:
+                try:
+                    await sub.nats_sub.unsubscribe()
+                except Exception:  # noqa: BLE001 - the connection is going anyway
+                    pass
+
+        try:
+            self._spawn(_unsub())
+        except RuntimeError:  # no running loop: the connection is closed with it
+            pass
+
+    # -- publish / subscribe ---------------------------------------------------------
+    async def publish(self, subject: str, msg: BaseModel) -> None:
+        if self._pending:
+            await self.ready()
+        if self.before_publish is not None:
+            self.before_publish(msg)
+        body, headers = wire.encode(msg)
+        self.published += 1
+        if self.durable and any(subject_matches(p, subject) for p in DURABLE_SUBJECTS):
+            mid = msg_id(msg)
+            if mid:
+                headers[wire.MSG_ID] = mid
+            try:
+                await self.js.publish(subject, body, headers=headers, timeout=5)
+                return
+            except Exception as exc:  # noqa: BLE001 - the core publish below still reaches the live subscribers
+                log.warning("JetStream did not store %s (%s); sent without it", subject, exc)
+        await self.nc.publish(subject, body, headers=headers)
+
+    def subscribe(self, pattern: str, inbox: Inbox[Delivery], accept: Accept | None = None) -> _Sub:
+        sub = _Sub(self)
+        self._subs.add(sub)
+        bot = inbox.name[4:] if inbox.name.startswith("bot.") else None
+        seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+
+        async def deliver(m: Any, *, ack: bool) -> None:
+            if sub.closed:
+                return
+            headers = m.headers or {}
+            mid = headers.get(wire.MSG_ID)
+            if ack and mid is not None:
+                if mid in seen:
+                    self.redelivered_dropped += 1
+                    await m.ack()
+                    return
+                seen[mid] = None
+                if len(seen) > DEDUP_WINDOW:
+                    seen.popitem(last=False)
+            try:
+                msg = wire.decode(m.data, headers)
+            except Exception as exc:  # noqa: BLE001 - a bad message is dropped, never kills the subscription
+                log.warning("dropped an unreadable message on %s: %s", m.subject, exc)
+                if ack:
+                    await m.term()
+                return
+            if accept is None or accept(msg):
+                kept = await inbox.put((m.subject, msg))
+                if not kept:
+                    log.warning("inbox %s dropped a message (policy %s)", inbox.name, inbox.policy)
+            if ack:
+                await m.ack()
+
+        async def core(m: Any) -> None:
+            await deliver(m, ack=False)
+
+        async def durable(m: Any) -> None:
+            await deliver(m, ack=True)
+
+        async def make() -> None:
+            if bot is not None and self.durable and durable_pattern(pattern):
+                sub.nats_sub = await self.bind_durable(bot, pattern, durable)
+            else:
+                sub.nats_sub = await self.nc.subscribe(pattern, queue=f"bot-{bot}" if bot else "", cb=core)
+            if sub.closed:
+                await sub.nats_sub.unsubscribe()
+
+        self._spawn(make())
+        return sub
+
+    async def ensure_consumer(self, bot: str, pattern: str) -> Any:
+        """The durable consumer of ``bot`` on ``pattern`` (created once; kept while the bot is away)."""
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        name = f"{bot}-{pattern.split('.')[-1]}"
+        cfg = ConsumerConfig(
+            durable_name=name, deliver_group=name, deliver_subject=f"_shoal.deliver.{name}", filter_subject=pattern,
+            ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.NEW, ack_wait=30, max_deliver=5,
+            max_ack_pending=1000,
+        )
+        try:
+            info = await self.js.add_consumer(self.config.stream, cfg)
+            return info.config
+        except Exception:  # noqa: BLE001 - it exists already: bind to it as it is
+            return (await self.js.consumer_info(self.config.stream, name)).config
+
+    async def bind_durable(self, bot: str, pattern: str, cb: Any) -> Any:
+        cfg = await self.ensure_consumer(bot, pattern)
+        return await self.js.subscribe_bind(self.config.stream, cfg, cfg.durable_name, cb=cb, manual_ack=True)
+
+    # -- request / reply -------------------------------------------------------------
+    def serve(self, subject: str, handler: Handler) -> _Sub:
+        sub = _Sub(self)
+        self._subs.add(sub)
+
+        async def answer(m: Any) -> None:
+            try:
+                msg = wire.decode(m.data, m.headers)
+                result = await handler(msg)
+                body, headers = wire.encode(result)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the asker gets the error, the server lives on
+                body, headers = wire.error_body(exc), {wire.KIND: "x"}
+            if m.reply:
+                await self.nc.publish(m.reply, body, headers=headers)
+
+        async def cb(m: Any) -> None:
+            if sub.closed:
+                return
+            task = asyncio.get_running_loop().create_task(answer(m))
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
+
+        async def make() -> None:
+            sub.nats_sub = await self.nc.subscribe(subject, queue=SERVE_GROUP, cb=cb)
+            if sub.closed:
+                await sub.nats_sub.unsubscribe()
+
+        self._spawn(make())
+        return sub
+
+    async def request(self, subject: str, msg: BaseModel, *, timeout: float) -> BaseModel:
+        import nats.errors
+
+        if self._pending:
+            await self.ready()
+        body, headers = wire.encode(msg)
+        try:
+            reply = await self.nc.request(subject, body, timeout=timeout, headers=headers)
+        except nats.errors.NoRespondersError:
+            raise NotFound(f"nobody answers on '{subject}'", hint="is that bot configured, enabled and its worker up?") from None
+        except nats.errors.TimeoutError:
+            raise asyncio.TimeoutError(f"no answer on '{subject}' within {timeout} s") from None
+        return wire.decode(reply.data, reply.headers)

@@ -1,0 +1,140 @@
+"""The data service: a worker's bots reach history and memory only within their role and the turn grants."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import AsyncIterator
+
+import pytest
+
+from shoal.config import parse_config
+from shoal.errors import NotFound, PermissionDenied
+from shoal.memory.store import MemoryStore, NewMemory
+from shoal.runtime.dataservice import ROLE_METHODS, DataService, Grants, RemoteStore
+from shoal.runtime.mesh_config import MeshConfig
+from shoal.runtime.nats_mesh import connect
+from shoal.store.conversations import ConversationStore
+from shoal.store.db import Database
+
+from .conftest import MESH_CONFIG, NatsAuthServer
+
+
+def test_every_method_a_role_may_call_exists_on_its_store() -> None:
+    stores = {"conversations": ConversationStore, "memories": MemoryStore}
+    for role, by_store in ROLE_METHODS.items():
+        for store, methods in by_store.items():
+            for name in methods:
+                fn = getattr(stores[store], name, None)
+                assert fn is not None and inspect.iscoroutinefunction(fn), f"{role}: {store}.{name}"
+
+
+class World:
+    def __init__(self, db: Database, conversations: ConversationStore, memories: MemoryStore, data: DataService, nc: object) -> None:
+        self.db, self.conversations, self.memories, self.data, self.nc = db, conversations, memories, data, nc
+
+    def remote(self, store: str, bot: str) -> RemoteStore:
+        return RemoteStore(self.nc, store, bot, timeout=5)
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    server = NatsAuthServer(tmp_path / "nats").start()
+    db = await Database(tmp_path / "shoal.db").open()
+    conversations, memories = ConversationStore(db), MemoryStore(db)
+    if memories.vectors:
+        await memories.embedder.warm_up()  # the server loads it at start, off the request path
+    cfg = MeshConfig(kind="nats", url=server.url)
+    host_nc, worker_nc = await connect(cfg, "host"), await connect(cfg, "worker")
+    data = DataService(host_nc, conversations, memories, parse_config(MESH_CONFIG), Grants(seconds=60))
+    await data.start()
+    try:
+        yield World(db, conversations, memories, data, worker_nc)
+    finally:
+        await data.stop()
+        await worker_nc.close()
+        await host_nc.close()
+        await db.close()
+        server.stop()
+
+
+async def test_a_worker_bot_reads_and_writes_the_granted_conversation(world: World) -> None:
+    ana = await world.conversations.ensure_user("ana")
+    conv = await world.conversations.create_conversation(ana.id)
+    msg = await world.conversations.add_message(conv.id, "user", "I live in York.", user_id=ana.id)
+    world.data.grants.give(conv.id, {ana.id})
+    convs = world.remote("conversations", "memory")
+    assert (await convs.get_conversation(conv.id)).user_id == ana.id
+    assert (await convs.get_message(msg.id)).content == "I live in York."
+    history = await world.remote("conversations", "thinker").history(conv.id, limit=5)
+    assert [m.content for m in history] == ["I live in York."]
+    mems = world.remote("memories", "memory")
+    m, old = await mems.add(ana.id, "raw", "I live in York.", sources=[msg.id], conversation_id=conv.id)
+    assert old is None and (await world.memories.get(m.id)).text == "I live in York."
+    assert (await mems.latest_raw(ana.id, conv.id)).id == m.id
+
+
+async def test_redelivered_memory_writes_store_nothing_twice(world: World) -> None:
+    ana = await world.conversations.ensure_user("ana")
+    conv = await world.conversations.create_conversation(ana.id)
+    msg = await world.conversations.add_message(conv.id, "user", "My name is Ana.", user_id=ana.id)
+    world.data.grants.give(conv.id, {ana.id})
+    mems = world.remote("memories", "memory")
+    items = [
+        NewMemory(ana.id, "raw", "My name is Ana.", sources=[msg.id], method="message", conversation_id=conv.id),
+        NewMemory(ana.id, "fact", "My name is Ana.", "name", "Ana", [msg.id], "rule", None, conv.id, facts=[("name", "Ana")]),
+    ]
+    first = await mems.add_many(items)
+    again = await mems.add_many(items)  # the same turn handled again after a redelivery
+    assert [m.id for m, _ in first] == [m.id for m, _ in again]
+    assert await world.memories.count(ana.id) == 2
+
+
+async def test_a_worker_cannot_read_another_users_data(world: World) -> None:
+    ana = await world.conversations.ensure_user("ana")
+    bob = await world.conversations.ensure_user("bob")
+    ana_conv = await world.conversations.create_conversation(ana.id)
+    bob_conv = await world.conversations.create_conversation(bob.id)
+    bob_msg = await world.conversations.add_message(bob_conv.id, "user", "My secret is 42.", user_id=bob.id)
+    await world.memories.add(bob.id, "fact", "My secret is 42.", attribute="other", value="42", sources=[bob_msg.id])
+    world.data.grants.give(ana_conv.id, {ana.id})  # ana's turn: only ana's conversation is granted
+    convs, mems = world.remote("conversations", "memory"), world.remote("memories", "memory")
+    with pytest.raises(NotFound):
+        await convs.get_conversation(bob_conv.id)
+    with pytest.raises(NotFound):
+        await convs.get_message(bob_msg.id)
+    with pytest.raises(NotFound):
+        await mems.facts(bob.id)
+    with pytest.raises(NotFound):
+        await mems.search(bob.id, "secret")
+    with pytest.raises(NotFound):  # bob's id under ana's conversation
+        await mems.search(bob.id, "secret", conversation=ana_conv.id)
+    with pytest.raises(NotFound):  # a memory for bob slipped into ana's conversation
+        await mems.add_many([NewMemory(bob.id, "raw", "x", sources=[], conversation_id=ana_conv.id)])
+    with pytest.raises(NotFound):  # bob's pending facts
+        await mems.pending(bob_conv.id)
+    assert await mems.facts(ana.id) == []
+    assert world.data.refused >= 7
+
+
+async def test_a_bot_calls_only_its_roles_methods(world: World) -> None:
+    ana = await world.conversations.ensure_user("ana")
+    conv = await world.conversations.create_conversation(ana.id)
+    world.data.grants.give(conv.id, {ana.id})
+    with pytest.raises(PermissionDenied, match="may not call"):
+        await world.remote("memories", "thinker").facts(ana.id)  # a thinker reads no memories
+    with pytest.raises(PermissionDenied, match="may not call"):
+        await world.remote("conversations", "memory").add_message(conv.id, "assistant", "forged")
+    with pytest.raises(PermissionDenied, match="may not call"):
+        await world.remote("conversations", "primary").history(conv.id, limit=5)  # the primary never runs remotely
+    with pytest.raises(PermissionDenied, match="not a bot"):
+        await world.remote("conversations", "intruder").history(conv.id, limit=5)
+
+
+async def test_a_grant_lapses(world: World) -> None:
+    ana = await world.conversations.ensure_user("ana")
+    conv = await world.conversations.create_conversation(ana.id)
+    world.data.grants = Grants(seconds=-1)  # already over
+    world.data.grants.give(conv.id, {ana.id})
+    with pytest.raises(NotFound):
+        await world.remote("conversations", "thinker").history(conv.id, limit=5)
