@@ -25,7 +25,7 @@ import logging
 import re
 from typing import Any, ClassVar
 
-from shoal.errors import ShoalError
+from shoal.errors import NotFound, ShoalError
 from shoal.memory.pipeline import ModelExtractor, ingest
 from shoal.memory.store import Memory, keywords
 from shoal.runtime.bot import Bot
@@ -127,11 +127,18 @@ class MemoryBot(Bot):
         # the same per-user lock as ingestion: notes are written in message order,
         # each indexed with the one before it as context
         async with self._serial.setdefault(conv.user_id, asyncio.Lock()):
+            # the reply as stored now, not as it was sent: a forget or a delete since then wins
+            try:
+                text = (await self.ctx.conversations.get_message(ev.message_id)).content
+            except NotFound:
+                return
+            if not text:
+                return
             previous = await self.ctx.memories.latest_raw(conv.user_id, ev.conversation)
             await self.ctx.memories.add(
                 conv.user_id,
                 "raw",
-                ev.text,
+                text,
                 sources=[ev.message_id],
                 method=f"reply by {ev.bot}",
                 conversation_id=ev.conversation,

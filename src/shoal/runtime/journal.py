@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import itertools
 import logging
 from typing import Any, AsyncIterator
 
@@ -140,16 +139,12 @@ class Journal:
         self._listeners: set[Listener] = set()
         self._sub: Any = None
         self._task: asyncio.Task[None] | None = None
-        self._writer: asyncio.Task[None] | None = None
-        self._dirty = asyncio.Event()
-        #: events numbered and delivered but not yet written (on their way, or the store refused them);
-        #: replays read them too, so delivering before the write leaves no gap
+        #: events numbered and delivered but not yet written (the store refused them)
         self._unwritten: collections.deque[tuple[Row, Event]] = collections.deque()
         #: (conversation, message or thought id) -> the deltas of a stream still open
         self._streams: dict[tuple[str, str], collections.deque[Event]] = {}
         self.recorded = 0
         self.write_failures = 0
-        self._failing = False
         self.error: str | None = None
 
     @property
@@ -159,7 +154,6 @@ class Journal:
     async def start(self) -> None:
         self._sub = self.mesh.subscribe("conv.>", self.inbox)
         self._task = asyncio.create_task(self._run(), name="journal")
-        self._writer = asyncio.create_task(self._write_loop(), name="journal-writer")
 
     async def stop(self) -> None:
         if self._sub is not None:
@@ -169,10 +163,9 @@ class Journal:
         deadline = loop.time() + 5
         while (self.inbox.pending or self._unwritten) and loop.time() < deadline:
             await asyncio.sleep(0.01)
-        for task in (self._task, self._writer):
-            if task:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
         if self._unwritten:
             log.error("the journal stops with %d events it could not write: %s", len(self._unwritten), self.error)
 
@@ -256,7 +249,14 @@ class Journal:
 
     async def _run(self) -> None:
         while True:
-            first = await self.inbox.get()
+            if self._unwritten:
+                try:
+                    first = await asyncio.wait_for(self.inbox.get(), RETRY_AFTER)
+                except asyncio.TimeoutError:
+                    await self._write([])
+                    continue
+            else:
+                first = await self.inbox.get()
             batch = [first]
             while len(batch) < BATCH and (more := self.inbox.get_nowait()) is not None:
                 batch.append(more)
@@ -282,59 +282,51 @@ class Journal:
                 continue
             rows.append((ev.conversation, ev.seq, ev.kind, ev.bot, ref, ev.json_text(), ev.ts, ev.turn))  # type: ignore[arg-type]
             recorded.append(ev)
-        self._keep(list(zip(rows, recorded)))
+        await self._write(list(zip(rows, recorded)))
+        self.recorded += len(rows)
         for ev in recorded:
-            if ev.kind in _ENDS:  # the end is on its way to the store (and replays see it): its deltas may go
+            if ev.kind in _ENDS:
                 ref = getattr(ev, "message_id", None) or getattr(ev, "thought_id", None)
                 self._streams.pop((ev.conversation, ref or ""), None)
-        # delivered at once, written beside it: a slow write (the one database writer is shared with
-        # memory) no longer holds every client's events back
         for ev in events:
             self._deliver(ev)
 
-    def _keep(self, fresh: list[tuple[Row, Event]]) -> None:
-        """Queue ``fresh`` for the writer; bounded memory while the store refuses writes."""
-        if len(self._unwritten) + len(fresh) > MAX_UNRECORDED:
-            # the oldest unwritten events are lost, and everyone is told
-            lost = len(self._unwritten) + len(fresh) - MAX_UNRECORDED
-            for _ in range(min(lost, len(self._unwritten))):
-                self._unwritten.popleft()
-            self._notify(f"{lost} events could not be saved and were dropped: {self.error}")
-        self._unwritten.extend(fresh)
-        if fresh:
-            self._dirty.set()
-
-    async def _write_loop(self) -> None:
-        """Write the waiting events in order, a batch at a time; retry while the store refuses."""
-        while True:
-            if not self._unwritten:
-                self._dirty.clear()
-                await self._dirty.wait()
-                continue
-            todo = list(itertools.islice(self._unwritten, BATCH))
-            try:
-                await self.store.append_events([row for row, _ in todo])
-            except Exception as exc:  # the store failing must not stop live delivery
-                self.write_failures += 1
-                first_failure = not self._failing
-                self._failing = True
-                self.error = f"{type(exc).__name__}: {exc}"
-                if first_failure:
-                    log.error("journal could not record %d events (kept for a retry): %s", len(self._unwritten), self.error)
-                    self._notify(
-                        f"shoal could not save this conversation's events ({self.error}); they are kept in memory and "
-                        "retried — check the disk and the database file"
-                    )
-                await asyncio.sleep(RETRY_AFTER)
-                continue
-            for _ in todo:
-                self._unwritten.popleft()
-            self.recorded += len(todo)
-            if self._failing and not self._unwritten:
-                self._failing = False
-                self.error = None
-                log.warning("journal recovered: the events kept in memory are written")
-                self._notify("the events that could not be saved are saved now", recovered=True)
+    async def _write(self, fresh: list[tuple[Row, Event]]) -> None:
+        """Write what is waiting and ``fresh``, in order; keep it for a retry when the store refuses."""
+        if self._unwritten:
+            if len(self._unwritten) + len(fresh) > MAX_UNRECORDED:
+                # bounded memory: the oldest unwritten events are lost, and everyone is told
+                lost = len(self._unwritten) + len(fresh) - MAX_UNRECORDED
+                for _ in range(lost):
+                    self._unwritten.popleft()
+                self._notify(f"{lost} events could not be saved and were dropped: {self.error}")
+            self._unwritten.extend(fresh)
+            todo = list(self._unwritten)
+        else:
+            todo = fresh
+        if not todo:
+            return
+        try:
+            for start in range(0, len(todo), BATCH):
+                await self.store.append_events([row for row, _ in todo[start : start + BATCH]])
+        except Exception as exc:  # the store failing must not stop live delivery
+            self.write_failures += 1
+            first_failure = not self._unwritten
+            if first_failure:
+                self._unwritten.extend(fresh)
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.error("journal could not record %d events (kept for a retry): %s", len(self._unwritten), self.error)
+            if first_failure:
+                self._notify(
+                    f"shoal could not save this conversation's events ({self.error}); they are kept in memory and "
+                    "retried — check the disk and the database file"
+                )
+            return
+        if self._unwritten:
+            self._unwritten.clear()
+            self.error = None
+            log.warning("journal recovered: the events kept in memory are written")
+            self._notify("the events that could not be saved are saved now", recovered=True)
 
     def _deliver(self, ev: Event) -> None:
         for lst in list(self._listeners):
