@@ -209,6 +209,17 @@ async def test_a_client_too_slow_to_read_is_caught_up_from_the_store_and_told(
             while time.monotonic() < deadline and {"turn.settled", "reply.end"} - {e["kind"] for e in stored if e.get("turn") == turn}:
                 time.sleep(0.5)
                 stored = http.get(f"/api/conversations/{conv}/events?after={FILLED}", headers=auth(tok)).json()
+            # and, still unread, more live events than any reply is long: a clock nobody reacts to ticks
+            # 300 times, so the overflow never depends on how much the model said
+            async def ticks() -> None:
+                for i in range(300):
+                    tick = TimerTick(conversation=conv, bot="clock", timer="clock", seconds=float(i))
+                    await live.swarm.mesh.publish(tick.subject, tick)
+
+            asyncio.run_coroutine_threadsafe(ticks(), live.swarm.journal._task.get_loop()).result(60)
+            while time.monotonic() < deadline and sum(e["kind"] == "timer.tick" for e in stored) < 300:
+                time.sleep(0.5)
+                stored = http.get(f"/api/conversations/{conv}/events?after={FILLED}", headers=auth(tok)).json()
             last = max(e["seq"] for e in stored)
             frames += slow.read_until(lambda f: f.get("seq", 0) >= last, chunk=512, pause=0.1)
         finally:
