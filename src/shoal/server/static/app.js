@@ -431,8 +431,8 @@ const Chat = {
           <div class="bubble" :data-test="m.role === 'assistant' ? 'reply' : 'user-bubble'">{{ m.content }}<span class="cursor" v-if="m.streaming"></span></div>
           <button class="msg-delete" v-if="!m.pending && !m.streaming" @click="removeMessage(m)" title="delete this message and everything made from it" data-test="delete-message">🗑</button>
           <div class="msg-rate" v-if="m.role === 'assistant' && !m.streaming && !String(m.id).startsWith('local-')" data-test="rate">
-            <button class="btn small" :class="{primary: m.rating === 'good'}" @click="rate(m, 'good')" title="a good reply (shoal learns from it)" data-test="rate-good">👍</button>
-            <button class="btn small" :class="{primary: m.rating === 'bad'}" @click="rate(m, 'bad')" title="a bad reply" data-test="rate-bad">👎</button>
+            <button class="btn small" :class="{primary: m.rating === 'good'}" @click="rate(m, 'good')" title="a good reply (shoal learns from it)" data-test="rate-good" aria-label="good reply">✓ good</button>
+            <button class="btn small" :class="{primary: m.rating === 'bad'}" @click="rate(m, 'bad')" title="a bad reply" data-test="rate-bad" aria-label="bad reply">✗ bad</button>
             <button class="btn small" @click="correct(m)" title="edit it into the reply you wanted" data-test="rate-fix">✎</button>
             <span class="tag" v-if="m.correction" :title="m.correction">corrected</span>
           </div>
