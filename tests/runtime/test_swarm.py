@@ -36,7 +36,12 @@ async def test_a_turn_streams_a_reply_thinks_and_remembers_grounded_facts(env: E
         facts = await swarm.memories.facts(user.id)
         assert {f.value for f in facts} >= {"Bob", "Leeds"}
         assert all(f.sources == [result.turn] for f in facts)
-        raws = await swarm.memories.list(user.id, kind="raw")
+        # the reply's note is written after the reply ends (from the stored message), not before the turn settles
+        for _ in range(300):
+            raws = await swarm.memories.list(user.id, kind="raw")
+            if {r.text for r in raws} >= {BOB, result.reply}:
+                break
+            await asyncio.sleep(0.1)
         assert {r.text for r in raws} >= {BOB, result.reply}
 
 
