@@ -150,3 +150,22 @@ async def test_the_binary_index_follows_writes_and_forgets_from_another_process(
     # the codes are sqlite-vec's own quantisation of the stored vectors
     row = await db.read(lambda c: c.execute("SELECT vec, vec_quantize_binary(vec) FROM memory_vectors LIMIT 1").fetchone())
     assert sign_codes(np.frombuffer(row[0], dtype=np.float32)).tobytes() == bytes(row[1])
+
+
+async def test_a_copy_of_a_message_is_not_stored_once_the_message_changed(stores) -> None:  # type: ignore[no-untyped-def]
+    """A reply's note read before a forget scrubbed the reply, written after: the forget wins."""
+    mem, ana, _, db = stores
+    conv = ConversationStore(db)
+    c = (await conv.create_conversation(ana)).id
+    reply = await conv.add_message(c, "assistant", "You live in Quorvaleth.", bot="conversation")
+    copy = NewMemory(ana, "raw", reply.content, sources=[reply.id], conversation_id=c, verbatim_of=reply.id)
+    await db.write(lambda x: x.execute("UPDATE messages SET content = ? WHERE id = ?", ("You live in [forgotten].", reply.id)))
+    assert await mem.add_many([copy]) == []
+    assert await mem.count(ana) == 0
+    # unchanged, it is stored; and in another conversation the same id does not count
+    kept = NewMemory(ana, "raw", "You live in [forgotten].", sources=[reply.id], conversation_id=c, verbatim_of=reply.id)
+    [(m, _)] = await mem.add_many([kept])
+    assert m.text == "You live in [forgotten]."
+    other = (await conv.create_conversation(ana)).id
+    elsewhere = NewMemory(ana, "raw", "You live in [forgotten].", conversation_id=other, verbatim_of=reply.id)
+    assert await mem.add_many([elsewhere]) == []

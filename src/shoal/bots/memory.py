@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 from shoal.errors import NotFound, ShoalError
 from shoal.memory.pipeline import ModelExtractor, ingest
-from shoal.memory.store import Memory, keywords
+from shoal.memory.store import Memory, NewMemory, keywords
 from shoal.runtime.bot import Bot
 from shoal.runtime.messages import (
     Ack,
@@ -135,16 +135,23 @@ class MemoryBot(Bot):
             if not text:
                 return
             previous = await self.ctx.memories.latest_raw(conv.user_id, ev.conversation)
-            await self.ctx.memories.add(
-                conv.user_id,
-                "raw",
-                text,
-                sources=[ev.message_id],
-                method=f"reply by {ev.bot}",
-                conversation_id=ev.conversation,
-                bot=self.name if self.write_scope == "bot" else None,
-                before=previous.text if previous else None,
-                previous=previous.id if previous else None,
+            # embedding takes a while: the note is written only if the reply still reads
+            # the same when it is stored (checked in the write's own transaction)
+            await self.ctx.memories.add_many(
+                [
+                    NewMemory(
+                        conv.user_id,
+                        "raw",
+                        text,
+                        sources=[ev.message_id],
+                        method=f"reply by {ev.bot}",
+                        conversation_id=ev.conversation,
+                        bot=self.name if self.write_scope == "bot" else None,
+                        before=previous.text if previous else None,
+                        previous=previous.id if previous else None,
+                        verbatim_of=ev.message_id,
+                    )
+                ]
             )
 
     async def on_recall_query(self, q: RecallQuery) -> RecallResult:

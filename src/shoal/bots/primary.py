@@ -33,6 +33,7 @@ from shoal.memory.extract import is_personal
 from shoal.runtime.access import thought_line
 from shoal.memory.store import SINGLE_VALUED, keywords
 from shoal.runtime.bot import Bot
+from shoal.runtime.jsonfix import loads_constrained
 from shoal.runtime.rooms import QUESTION
 from shoal.runtime.messages import (
     ActionEnd,
@@ -379,7 +380,9 @@ class PrimaryBot(Bot):
         async for done, question in self._answers(messages, schema, ("done", "question"), max_tokens=96):
             question = question.strip()
             if first:
-                return MonologueReply(text=question, done=not question)
+                if not question:
+                    continue  # blank (spaces fill minLength): ask again
+                return MonologueReply(text=question)
             return MonologueReply(text="" if done else question, done=done or not question)
         self.dropped_outputs += 1
         return MonologueReply(done=True)
@@ -397,7 +400,7 @@ class PrimaryBot(Bot):
         for _attempt in range(2):
             out = await self.complete(self.request(messages, json_schema=schema, temperature=0.0, max_tokens=max_tokens))
             try:
-                data = json.loads(out.text)
+                data = loads_constrained(out.text, out.finish_reason)
                 answer = bool(data.get(flag_key, False)), str(data[text_key])
             except (ValueError, KeyError, TypeError):
                 self.invalid_outputs += 1

@@ -201,12 +201,23 @@ class NewMemory:
     previous: str | None = None
     #: every (attribute, value) of a fact stated in this one clause (default: attribute, value)
     facts: list[tuple[str, str]] = field(default_factory=list)
+    #: a message this memory copies word for word: it is stored only if that message
+    #: (in ``conversation_id``) still reads ``text`` when the write happens, so a forget
+    #: or a delete between reading the message and storing its copy wins
+    verbatim_of: str | None = None
 
     @property
     def pairs(self) -> list[tuple[str, str]]:
         if self.facts:
             return list(self.facts)
         return [(self.attribute, self.value)] if self.attribute and self.value else []
+
+
+def _still_reads(c: Conn, message_id: str, conversation_id: str | None, text: str) -> bool:
+    row = c.execute(
+        "SELECT content FROM messages WHERE id = ? AND conversation_id IS ?", (message_id, conversation_id)
+    ).fetchone()
+    return row is not None and row["content"] == text
 
 
 def sign_codes(vectors: np.ndarray) -> np.ndarray:
@@ -377,7 +388,11 @@ class MemoryStore:
         return m, old
 
     async def add_many(self, items: Sequence[NewMemory]) -> list[tuple[Memory, Memory | None]]:
-        """Store several memories in one transaction (all their vectors embedded together first)."""
+        """Store several memories in one transaction (all their vectors embedded together first).
+
+        An item whose ``verbatim_of`` message no longer reads its text is left
+        out, so the result can be shorter than ``items``.
+        """
         for it in items:
             if it.kind not in KINDS:
                 raise ValueError(f"unknown memory kind {it.kind!r}")
@@ -404,6 +419,8 @@ class MemoryStore:
             for it, plan in zip(items, plans):
                 chunk = [] if vecs is None else [(channel, owner, mixed, vecs[i + j]) for j, (channel, _, owner, mixed) in enumerate(plan)]
                 i += len(plan)
+                if it.verbatim_of and not _still_reads(c, it.verbatim_of, it.conversation_id, it.text):
+                    continue
                 out.append(self._insert(c, it, chunk, t))
             return out
 
