@@ -29,7 +29,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -38,14 +37,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _stack import ROOT, child_env, free_port, start_nats, stop
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 console = Console(stderr=True)
-NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
 SENSORS = [  # name, unit, simulated pattern
     ("temperature", "°C", {"pattern": "daily", "mean": 19.0, "amplitude": 4.0, "noise": 0.3, "decimals": 2,
                            "anomalies": [{"every": 6 * 86400, "at": 3 * 3600, "duration": 1800, "add": 9.0}]}),
@@ -53,28 +51,6 @@ SENSORS = [  # name, unit, simulated pattern
     ("motion", "", {"pattern": "motion", "active_hours": [(7.0, 9.0), (18.0, 22.0)], "active_rate": 0.2, "idle_rate": 0.001}),
     ("power", "W", {"pattern": "daily", "mean": 140.0, "amplitude": 60.0, "peak_hour": 19.0, "noise": 15.0, "decimals": 0}),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing on port {port}")
-
-
-def env_for(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
-    env.update(SHOAL_HOME=str(home), PYTHONPATH=str(ROOT / "src"), HF_HUB_OFFLINE="1")
-    return env
 
 
 def used_bytes(db: Path) -> int:
@@ -265,11 +241,9 @@ def main() -> None:
     url = f"nats://127.0.0.1:{port}"
     (node_home / "shoal.toml").write_text(f'[edge]\nnode = "garage"\nlocation = "garage"\nnats = "{url}"\nembed = false\n')
     (hub_home / "shoal.toml").write_text(f'[edge.hub]\nenabled = true\nnats = "{url}"\nmax_stream_mb = 2048\n')
-    nats_proc = subprocess.Popen([NATS, "-js", "-sd", str(store), "-p", str(port), "-a", "127.0.0.1"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    procs: list[subprocess.Popen[bytes]] = [nats_proc]
+    procs: list[subprocess.Popen[bytes]] = []
     try:
-        wait_port(port)
+        procs.append(start_nats(store, port, timeout=15))
         t0 = time.perf_counter()
         info = asyncio.run(build_backlog(node_home, args.days, args.rate))
         fill_seconds = time.perf_counter() - t0
@@ -278,16 +252,16 @@ def main() -> None:
 
         # the hub: its schema exists before the clock starts (as on a hub that has been running)
         subprocess.run([sys.executable, "-c", "import asyncio; from shoal.store.db import Database; from shoal.config import Settings;"
-                        "asyncio.run(Database(Settings().db_path).open())"], env=env_for(hub_home), check=True)
+                        "asyncio.run(Database(Settings().db_path).open())"], env=child_env(hub_home), check=True)
         hub_before = used_bytes(hub_home / "shoal.db")
-        hub = subprocess.Popen([sys.executable, "-m", "shoal", "edge", "hub"], env=env_for(hub_home),
+        hub = subprocess.Popen([sys.executable, "-m", "shoal", "edge", "hub"], env=child_env(hub_home),
                                stdout=subprocess.DEVNULL, stderr=open(base / "hub.log", "wb"))
         procs.append(hub)
         time.sleep(2.0)  # the hub's process has started and created its stream
 
         console.print("syncing: [bold]shoal edge sync[/] → nats-server → [bold]shoal edge hub[/] …")
         t0 = time.perf_counter()
-        sync = subprocess.run([sys.executable, "-m", "shoal", "edge", "sync", "--timeout", "1800"], env=env_for(node_home),
+        sync = subprocess.run([sys.executable, "-m", "shoal", "edge", "sync", "--timeout", "1800"], env=child_env(node_home),
                               stdout=open(base / "sync.log", "wb"), stderr=subprocess.STDOUT)
         sync_seconds = time.perf_counter() - t0
         if sync.returncode != 0:
@@ -303,20 +277,14 @@ def main() -> None:
 
         console.print(f"baseline: one reading per message with an ack, on {args.baseline_sample:,} readings …")
         consumer = subprocess.Popen([sys.executable, __file__, "--baseline-consumer", url, str(base / "naive.db"), str(args.baseline_sample)],
-                                    env=env_for(hub_home))
+                                    env=child_env(hub_home))
         procs.append(consumer)
         baseline_sample_seconds = asyncio.run(baseline_publish(url, node_home / "edge.db", args.baseline_sample))
         consumer.wait(timeout=60)
         baseline_rate = args.baseline_sample / baseline_sample_seconds
         baseline_seconds = info["readings"] / baseline_rate
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop(procs[::-1], timeout=15)
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
 

@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,52 +33,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _stack import ROOT, STUB_SERVER, child_env, free_port, start_nats, start_upstream, stop, stub_swarm
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 console = Console(stderr=True)
 
-SERVERS = """
-[[servers]]
-name = "stub"
-kind = "openai"
-url = "http://127.0.0.1:{upstream}"
-models = ["bench"]
-"""
-
-CONFIG = SERVERS + """
-[[bots]]
-name = "conversation"
-role = "conversation"
-server = "stub"
-
-[[bots]]
-name = "primary"
-role = "primary"
-server = "stub"
-
-[[bots]]
-name = "thinker"
-role = "thinker"
-server = "stub"
-
-[[bots]]
-name = "memory"
-role = "memory"
-server = "stub"
-
-[routing]
-always = ["memory"]
-settle_timeout = 20
-
-[[routing.rules]]
-name = "everything"
-when = "always"
-send = ["thinker"]
-
+MEMORY = """
 [memory]
 extract_with_model = false
 """
@@ -102,22 +62,6 @@ TEXTS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on {port}")
-
-
 def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -132,7 +76,7 @@ async def run_mode(mode: str, base: Path, upstream: int, nats_url: str, turns: i
     home = base / mode
     home.mkdir(parents=True)
     base = home.parent
-    toml = CONFIG.format(upstream=upstream) + (MESH.format(url=nats_url) if mode != "inprocess" else "")
+    toml = stub_swarm(upstream, "settle_timeout = 20") + MEMORY + (MESH.format(url=nats_url) if mode != "inprocess" else "")
     (home / "shoal.toml").write_text(toml)
     env = Env(Settings(home=home), parse_config(toml))
     workers: list[subprocess.Popen[bytes]] = []
@@ -143,11 +87,10 @@ async def run_mode(mode: str, base: Path, upstream: int, nats_url: str, turns: i
         for i in range(n_workers):
             whome = base / f"{mode}-worker{i}"
             whome.mkdir()
-            (whome / "shoal.toml").write_text(SERVERS.format(upstream=upstream))
+            (whome / "shoal.toml").write_text(STUB_SERVER.format(upstream=upstream))
             workers.append(subprocess.Popen(
                 [sys.executable, "-m", "shoal", "worker", "--bots", "thinker,memory", "--nats", nats_url],
-                env=dict(os.environ, SHOAL_HOME=str(whome), PYTHONPATH=str(ROOT / "src"), HF_HUB_OFFLINE="1"),
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env=child_env(whome), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             ))
         if n_workers:
             deadline = time.monotonic() + 120
@@ -182,40 +125,24 @@ async def run_mode(mode: str, base: Path, upstream: int, nats_url: str, turns: i
         out["memories"] = await swarm.memories.count(user.id)
         if n_workers == 2:
             out["split"] = [len(w.bots) for w in swarm.host.registry.workers.values()]
-        for w in workers:
-            w.send_signal(signal.SIGTERM)
-        for w in workers:
-            try:
-                w.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                w.kill()
+        stop(workers)
     return out
 
 
 async def amain(a: argparse.Namespace) -> None:
     base = Path(tempfile.mkdtemp(prefix="shoal-mesh-bench-"))
     up_port, nats_port = free_port(), free_port()
-    upstream = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "upstream.py"), "--port", str(up_port), "--tokens", str(a.tokens)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    nats_bin = shutil.which("nats-server") or "/usr/sbin/nats-server"
-    nats = subprocess.Popen(
-        [nats_bin, "-js", "-sd", str(base / "nats"), "-p", str(nats_port), "-a", "127.0.0.1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    procs: list[subprocess.Popen[bytes]] = []
     try:
-        wait_port(up_port)
-        wait_port(nats_port)
+        procs.append(start_upstream(up_port, a.tokens))
+        procs.append(start_nats(base / "nats", nats_port))
         url = f"nats://127.0.0.1:{nats_port}"
         # the first swarm of a process pays for warming torch and the embedder: an unmeasured round first
         await run_mode("inprocess", base / "warm-up", up_port, url, max(3, a.turns // 3))
         results = [await run_mode(m, base, up_port, url, a.turns) for m in a.modes.split(",")]
         results.sort(key=lambda r: ["inprocess", "nats1", "nats2"].index(r["mode"]))
     finally:
-        for p in (nats, upstream):
-            p.terminate()
-            p.wait(timeout=10)
+        stop(procs[::-1], timeout=10)
         shutil.rmtree(base, ignore_errors=True)
     table = Table(title=f"user turn -> settled, {a.turns} turns per mode (stub model, {a.tokens} tokens per reply)")
     for col in ("mode", "p50 ms", "p90 ms", "mean ms", "events/s", "memories", "errors"):

@@ -27,14 +27,13 @@ import asyncio
 import logging
 import os
 import statistics
-import subprocess
 import sys
 import time
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-import httpx
+from _stack import free_port, start_upstream, stop
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -50,31 +49,6 @@ from shoal.types import ChatMessage, GenerateRequest, SamplingParams  # noqa: E4
 console = Console(stderr=True)
 MESSAGES = [{"role": "user", "content": "Say something."}]
 TOKENS = 16
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_upstream(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "upstream.py"), "--port", str(port), "--tokens", str(TOKENS)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("the upstream stub did not start")
 
 
 def request() -> GenerateRequest:
@@ -203,7 +177,7 @@ async def main() -> None:
     a = ap.parse_args()
 
     port = free_port()
-    upstream = start_upstream(port)
+    upstream = start_upstream(port, TOKENS)
     url = f"http://127.0.0.1:{port}"
     modes, starters, closers = make_modes(url)
     for start in starters:
@@ -224,8 +198,7 @@ async def main() -> None:
     finally:
         for close in closers:
             await close()
-        upstream.terminate()
-        upstream.wait(timeout=10)
+        stop([upstream], timeout=10)
 
     table = Table(title=f"streamed request latency, {TOKENS} tokens, {a.rate:g} req/s, {a.rounds * a.per_round} per mode (ms)")
     for col in ("path", "p50", "p95", "p99", "mean", "p50 vs direct"):

@@ -23,7 +23,6 @@ import json
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,57 +33,17 @@ from typing import Any
 
 import httpx
 import websockets
+from _stack import free_port, start_upstream, stop, stub_swarm
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-ROOT = Path(__file__).resolve().parents[1]
 console = Console(stderr=True)
 
-CONFIG = """
-[[servers]]
-name = "stub"
-kind = "openai"
-url = "http://127.0.0.1:{upstream}"
-models = ["bench"]
-
-[[bots]]
-name = "conversation"
-role = "conversation"
-server = "stub"
-
-[[bots]]
-name = "primary"
-role = "primary"
-server = "stub"
-
-[[bots]]
-name = "thinker"
-role = "thinker"
-server = "stub"
-
-[[bots]]
-name = "memory"
-role = "memory"
-server = "stub"
-
-[routing]
-always = ["memory"]
-
-[[routing.rules]]
-name = "everything"
-when = "always"
-send = ["thinker"]
-
+SERVER = """
 [server]
 login_attempts_per_minute = 1000
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pct(values: list[float], p: float) -> float:
@@ -103,12 +62,9 @@ class Stack:
         self.home = Path(self.tmp.name)
         self.up_port = free_port()
         self.port = free_port()
-        (self.home / "shoal.toml").write_text(CONFIG.format(upstream=self.up_port))
+        (self.home / "shoal.toml").write_text(stub_swarm(self.up_port) + SERVER)
         self.env = {**os.environ, "SHOAL_HOME": str(self.home), "COLUMNS": "200"}
-        self.upstream = subprocess.Popen(
-            [sys.executable, str(ROOT / "bench" / "upstream.py"), "--port", str(self.up_port), "--tokens", str(tokens)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        self.upstream = start_upstream(self.up_port, tokens)
         self.server = subprocess.Popen(
             [sys.executable, *(["-m", "cProfile", "-o", os.environ["WS_LOAD_PROFILE"]] if os.environ.get("WS_LOAD_PROFILE") else []),
              "-m", "shoal", "up", "--port", str(self.port)],
@@ -133,13 +89,7 @@ class Stack:
                 time.sleep(0.5)
 
     def close(self) -> None:
-        for p in (self.server, self.upstream):
-            p.send_signal(signal.SIGINT)
-        for p in (self.server, self.upstream):
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop([self.server, self.upstream], signal.SIGINT)
         if self.server.stdout:
             self.server.stdout.close()
         self.tmp.cleanup()
