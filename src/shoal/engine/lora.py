@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-from shoal.engine.llama import Context, Model
+from shoal.engine.llama import Context, Model, made
 from shoal.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -76,12 +76,11 @@ class LoraAdapter:
                 hint="retrain it on the served model",
             )
         lib = model._lib
-        ptr = lib.llama_adapter_lora_init(model.ptr, str(self.path).encode())
-        if not ptr:
-            raise ModelError(
-                f"llama.cpp refused the adapter {self.path} (its tensors do not fit this model)",
-                hint="it was made for a different base model: retrain it with `shoal learn train`",
-            )
+        ptr = made(
+            lib.llama_adapter_lora_init(model.ptr, str(self.path).encode()),
+            f"llama.cpp refused the adapter {self.path} (its tensors do not fit this model)",
+            "it was made for a different base model: retrain it with `shoal learn train`",
+        )
         self._lib = lib
         self.ptr = ptr
         self.scale = scale
