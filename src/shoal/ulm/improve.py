@@ -28,6 +28,7 @@ from shoal.ulm.harness.base import Mix, get_env, heldout, training_tasks
 from shoal.ulm.model import ULM
 from shoal.ulm.search import sample_many, solve
 from shoal.ulm.tokenizer import ULMTokenizer
+from shoal.ulm.train import line_plot
 
 
 @dataclass
@@ -213,27 +214,13 @@ def _engine_measure(
 
 
 def plot_rounds(out: Path, history: list[Round], title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     xs = [h.round for h in history]
-    ax.plot(xs, [h.heldout_pass_at_1 for h in history], marker="o", label="pass@1 (greedy)")
-    ax.plot(xs, [h.heldout_best_of_n for h in history], marker="s", label="best-of-N (verifier)")
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("round")
-    ax.set_ylabel("held-out solve rate")
-    ax.set_xticks(xs)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path = out / "improve.png"
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return line_plot(
+        out / "improve.png", xs,
+        [("pass@1 (greedy)", [h.heldout_pass_at_1 for h in history], "o"),
+         ("best-of-N (verifier)", [h.heldout_best_of_n for h in history], "s")],
+        xlabel="round", ylabel="held-out solve rate", title=title, ylim=(0, 1.02), xticks=True,
+    )
 
 
 def table(history: list[Round]) -> list[dict[str, Any]]:

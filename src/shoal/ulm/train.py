@@ -15,7 +15,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -78,27 +78,52 @@ def evaluate(model: ULM, data: np.ndarray, r: Recipe, gen: torch.Generator) -> f
     return float(sum(losses) / len(losses))
 
 
-def plot(run: Path, history: list[dict[str, Any]], title: str) -> Path:
-    """loss.png: train and validation loss against iterations."""
+def line_plot(
+    path: Path,
+    xs: Sequence[float],
+    lines: Sequence[tuple[str, Sequence[float], str]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    ylim: tuple[float, float] | None = None,
+    xticks: bool = False,
+) -> Path:
+    """A 6 x 3.5 in PNG at ``path``: one line per ``(label, ys, marker)`` over ``xs``, with grid and legend.
+
+    ``xticks`` puts a tick at every x (for a few whole rounds).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    its = [h["iter"] for h in history]
-    ax.plot(its, [h["train"] for h in history], label="train", marker=".")
-    ax.plot(its, [h["val"] for h in history], label="val", marker=".")
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("cross-entropy (nats/token)")
+    for label, ys, marker in lines:
+        ax.plot(xs, ys, label=label, marker=marker)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if xticks:
+        ax.set_xticks(xs)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    out = run / "loss.png"
-    fig.savefig(out)
+    fig.savefig(path)
     plt.close(fig)
-    return out
+    return path
+
+
+def plot(run: Path, history: list[dict[str, Any]], title: str) -> Path:
+    """loss.png: train and validation loss against iterations."""
+    return line_plot(
+        run / "loss.png",
+        [h["iter"] for h in history],
+        [("train", [h["train"] for h in history], "."), ("val", [h["val"] for h in history], ".")],
+        xlabel="iteration", ylabel="cross-entropy (nats/token)", title=title,
+    )
 
 
 def default_threads() -> int:
