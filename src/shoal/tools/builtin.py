@@ -165,6 +165,13 @@ async def webhook(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
     return {"status": r.status_code, "body": r.text[:1000]}
 
 
+def _search_args(max_query: int) -> dict[str, Any]:
+    """The arguments of a search tool: a query of 1 to ``max_query`` characters and an optional limit of 1 to 20."""
+    return {"type": "object", "properties": {"query": {"type": "string", "minLength": 1, "maxLength": max_query},
+                                             "limit": {"type": "integer", "minimum": 1, "maximum": 20}},
+            "required": ["query"], "additionalProperties": False}
+
+
 def register(registry: ToolRegistry) -> None:
     registry.function(
         "calculator", "Evaluate an arithmetic expression, e.g. (3 + 4) * 12 or sqrt(2).",
@@ -180,17 +187,12 @@ def register(registry: ToolRegistry) -> None:
         hint=r"\b(what time|the time|today|date|what day|weekday|clock)\b",
     )(current_time)
     registry.function(
-        "memory_search", "Search what shoal remembers about the person asking.",
-        {"type": "object", "properties": {"query": {"type": "string", "minLength": 1, "maxLength": 500},
-                                          "limit": {"type": "integer", "minimum": 1, "maximum": 20}},
-         "required": ["query"], "additionalProperties": False},
+        "memory_search", "Search what shoal remembers about the person asking.", _search_args(500),
         hint=r"\b(remember|recall|do you know|my name|about me)\b",
     )(memory_search)
     registry.function(
         "conversation_lookup", "Find messages containing these words in the asking person's own conversations.",
-        {"type": "object", "properties": {"query": {"type": "string", "minLength": 1, "maxLength": 200},
-                                          "limit": {"type": "integer", "minimum": 1, "maximum": 20}},
-         "required": ["query"], "additionalProperties": False},
+        _search_args(200),
         hint=r"\b(we talked|did i (say|tell|mention)|earlier|last time|i said)\b",
     )(conversation_lookup)
     registry.function(
