@@ -29,15 +29,16 @@ name = "stub"
 kind = "openai"
 url = "http://127.0.0.1:{upstream}"
 models = ["bench"]
-"""
+{extra}"""
 
 
-def stub_swarm(upstream: int, routing: str = "") -> str:
+def stub_swarm(upstream: int, routing: str = "", server: str = "") -> str:
     """Config for the four core bots on the stub at port ``upstream``, every turn sent to the thinker.
 
-    ``routing`` is more lines for the ``[routing]`` table; append other tables after the result.
+    ``routing`` is more lines for the ``[routing]`` table, ``server`` for the stub's
+    ``[[servers]]`` entry; append other tables after the result.
     """
-    return STUB_SERVER.format(upstream=upstream) + f"""
+    return STUB_SERVER.format(upstream=upstream, extra=server) + f"""
 [[bots]]
 name = "conversation"
 role = "conversation"

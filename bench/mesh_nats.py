@@ -87,7 +87,7 @@ async def run_mode(mode: str, base: Path, upstream: int, nats_url: str, turns: i
         for i in range(n_workers):
             whome = base / f"{mode}-worker{i}"
             whome.mkdir()
-            (whome / "shoal.toml").write_text(STUB_SERVER.format(upstream=upstream))
+            (whome / "shoal.toml").write_text(STUB_SERVER.format(upstream=upstream, extra=""))
             workers.append(subprocess.Popen(
                 [sys.executable, "-m", "shoal", "worker", "--bots", "thinker,memory", "--nats", nats_url],
                 env=child_env(whome), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -43,7 +43,14 @@ console = Console(stderr=True)
 SERVER = """
 [server]
 login_attempts_per_minute = 1000
+
+# 200 people at once ask for ~800 generations in the same second: the cluster
+# queues them all (its default of 256 waiting requests would refuse the rest)
+[cluster]
+max_queue = 4096
 """
+#: the stub answers instantly and is not what is measured: it takes as many at once as come
+STUB = ""
 
 
 def pct(values: list[float], p: float) -> float:
@@ -62,7 +69,7 @@ class Stack:
         self.home = Path(self.tmp.name)
         self.up_port = free_port()
         self.port = free_port()
-        (self.home / "shoal.toml").write_text(stub_swarm(self.up_port) + SERVER)
+        (self.home / "shoal.toml").write_text(stub_swarm(self.up_port, server=STUB) + SERVER)
         self.env = {**os.environ, "SHOAL_HOME": str(self.home), "COLUMNS": "200"}
         self.upstream = start_upstream(self.up_port, tokens)
         self.server = subprocess.Popen(
@@ -128,6 +135,10 @@ async def session(stack: Stack, turns: int, stats: dict[str, Any], progress: Pro
                     stats["fanout_ms"].append((now - f["ts"]) * 1000)
                     stats["by_turn"].setdefault(t, []).append((now - f["ts"]) * 1000)
                     stats["events"] += 1
+                    # a bot that failed (the cluster refused, a server died) is an error too
+                    if f["kind"] == "bot.error" or (f["kind"] == "reply.end" and f.get("status") == "error"):
+                        stats["errors"] += 1
+                        stats["failures"].append(f"{f['kind']}: {f.get('error') or f.get('status')}"[:300])
                     if f.get("turn") == turn and f["kind"] == "reply.end" and not f.get("interjection"):
                         replied = True
                         stats["turn_ms"].append((now - sent) * 1000)

@@ -145,6 +145,8 @@ class Chunk:
     completion_tokens: int | None = None
     #: which backend/server produced the chunk (set by wrappers)
     served_by: str | None = None
+    #: how many generated tokens ``text`` holds (an HTTP backend merges those that arrived together)
+    tokens: int = 1
 
 
 @dataclass(slots=True)

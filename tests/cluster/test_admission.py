@@ -198,5 +198,5 @@ async def test_a_removed_server_finishes_what_it_serves_then_closes(fakes: list[
         assert (await collect(cluster, req()))[-1].served_by == "keep"
         leave.behaviour.gate.set()
         assert "".join(c.text for c in await running) == " w0 w1 w2 w3"
-        await wait_until(lambda: member.backend._client.is_closed)  # type: ignore[attr-defined]
+        await wait_until(lambda: member.backend.closed)  # type: ignore[attr-defined]
         assert cluster.status()["servers"] == [s for s in cluster.status()["servers"] if s["name"] == "keep"]

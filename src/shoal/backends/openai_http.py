@@ -5,6 +5,10 @@ request closes the connection, which is how these servers learn to stop.
 A request with a ``prefix`` (mid-stream failover) continues the partial
 answer as well as the server allows (see ``shoal.backends.residency``).
 Kind-specific control (residency, load, unload) lives in the subclasses.
+
+The HTTP client is aiohttp: streaming 800 answers at once costs it a fifth of
+the CPU httpx needs (measured in docs/performance.md), and under load that
+CPU is the event loop every websocket shares.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import json
 import os
 from typing import Any, AsyncIterator, ClassVar
 
-import httpx
+import aiohttp
 
 from shoal.backends.residency import Continuation, Residency, ResidentModel
 from shoal.config import EngineConfig, ServerConfig
@@ -50,16 +54,31 @@ class OpenAIHTTPBackend:
         if self.base_url.endswith("/v1"):
             self.base_url = self.base_url[:-3]
         self.default_model = model
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)),
-            # concurrency is limited by the cluster's admission control, not here
-            # idle connections are kept for reuse: under load, a new TCP connection per request costs more
-            # than the request (bench/ws_load.py: 2,300 connects for 2,400 requests with 64 kept)
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=min(max_connections, 512)),
-        )
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.timeout = timeout
+        self._max_connections = max_connections
+        #: one session per event loop (a session belongs to the loop it was made on)
+        self._session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
+        #: set by ``aclose``: the backend has let go of its connections
+        self.closed = False
+
+    def _client(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        s = self._session
+        if s is None or s.closed or self._session_loop is not loop:
+            self._session_loop = loop
+            s = self._session = aiohttp.ClientSession(
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=min(5.0, self.timeout), sock_read=self.timeout),
+                # concurrency is limited by the cluster's admission control, not here; idle
+                # connections are kept for reuse: under load a new TCP connection per request
+                # costs more than the request (bench/ws_load.py)
+                connector=aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0, keepalive_timeout=60),
+                # a server's error body can be anything: read it as text, never fail on its type
+                raise_for_status=False,
+            )
+        return s
 
     @classmethod
     def from_config(cls, server: ServerConfig, engine: EngineConfig) -> "OpenAIHTTPBackend":
@@ -103,32 +122,33 @@ class OpenAIHTTPBackend:
     async def unload(self, model: str) -> None:
         raise BackendError(f"server '{self.name}' ({self.kind}) cannot unload models on request")
 
-    async def _get_json(self, path: str, timeout: float) -> Any:
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None, timeout: float | None) -> tuple[int, str]:
+        """(status, body text) of one plain request; a server that does not answer is BackendUnavailable."""
+        t = aiohttp.ClientTimeout(total=timeout or self.timeout, sock_connect=min(5.0, timeout or self.timeout))
         try:
-            resp = await self._client.get(path, timeout=timeout)
-        except httpx.HTTPError as exc:
+            async with self._client().request(method, self.base_url + path, json=body, timeout=t) as resp:
+                return resp.status, await resp.text(errors="replace")
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise BackendUnavailable(
-                f"server '{self.name}' at {self.base_url} does not answer: {exc.__class__.__name__}: {exc}",
+                f"server '{self.name}' at {self.base_url} does not answer: {_describe(exc)}",
                 hint="is the server running? check the url in shoal.toml",
             ) from exc
-        if resp.status_code >= 400:
-            raise _http_error(self.name, resp.status_code, resp.text[:300])
+
+    async def _get_json(self, path: str, timeout: float) -> Any:
+        status, text = await self._call("GET", path, None, timeout)
+        if status >= 400:
+            raise _http_error(self.name, status, text[:300])
         try:
-            return resp.json()
+            return json.loads(text)
         except ValueError as exc:
             raise BackendProtocolError(f"server '{self.name}' answered {path} with something that is not JSON") from exc
 
     async def _post_json(self, path: str, body: dict[str, Any], timeout: float | None = None) -> Any:
+        status, text = await self._call("POST", path, body, timeout)
+        if status >= 400:
+            raise _http_error(self.name, status, text[:300])
         try:
-            resp = await self._client.post(path, json=body, timeout=timeout or httpx.USE_CLIENT_DEFAULT)
-        except httpx.HTTPError as exc:
-            raise BackendUnavailable(
-                f"server '{self.name}' at {self.base_url} does not answer: {exc.__class__.__name__}: {exc}"
-            ) from exc
-        if resp.status_code >= 400:
-            raise _http_error(self.name, resp.status_code, resp.text[:300])
-        try:
-            return resp.json()
+            return json.loads(text)
         except ValueError:
             return {}
 
@@ -204,56 +224,66 @@ class OpenAIHTTPBackend:
             path, body = "/v1/chat/completions", self.payload(req)
         n_chunks = 0
         try:
-            async with self._client.stream("POST", path, json=body) as resp:
-                if resp.status_code >= 400:
-                    detail = (await resp.aread()).decode("utf-8", "replace")[:500]
-                    raise _http_error(self.name, resp.status_code, detail)
+            async with self._client().post(self.base_url + path, json=body) as resp:
+                if resp.status >= 400:
+                    detail = (await resp.text(errors="replace"))[:500]
+                    raise _http_error(self.name, resp.status, detail)
                 # one watcher per request closes the connection when the request
                 # is cancelled (cheaper than a task per streamed line)
                 watcher = asyncio.create_task(_close_on_cancel(req, resp))
                 try:
-                    async for line in resp.aiter_lines():
+                    # every event that arrived in one read becomes one chunk: when shoal is busy and
+                    # tokens pile up in the socket they travel on together (one delta, one frame)
+                    async for datas in _sse_reads(resp):
                         if req.cancel.cancelled:
                             raise GenerationCancelled(req.cancel.reason or "cancelled")
-                        if not line.startswith("data:"):
-                            continue
-                        data = line[5:].strip()
-                        if data == "[DONE]":
-                            # a stream always finishes with a finish_reason first;
-                            # llama_cpp.server sends a bare [DONE] when another
-                            # request interrupts this one
-                            break
-                        try:
-                            event = json.loads(data)
-                        except json.JSONDecodeError as exc:
-                            raise BackendProtocolError(
-                                f"server '{self.name}' sent an event that is not JSON: {data[:200]!r}"
-                            ) from exc
-                        if "error" in event:
-                            raise BackendError(f"server '{self.name}' reported: {event['error']}")
-                        choices = event.get("choices") or []
-                        usage = event.get("usage") or {}
-                        if not choices:
-                            continue
-                        choice = choices[0]
-                        if "text" in choice:  # /v1/completions
-                            text = choice.get("text") or ""
+                        texts: list[str] = []
+                        finish, usage = None, {}
+                        for data in datas:
+                            if data == "[DONE]":
+                                # a stream always finishes with a finish_reason first;
+                                # llama_cpp.server sends a bare [DONE] when another
+                                # request interrupts this one
+                                break
+                            try:
+                                event = json.loads(data)
+                            except json.JSONDecodeError as exc:
+                                raise BackendProtocolError(
+                                    f"server '{self.name}' sent an event that is not JSON: {data[:200]!r}"
+                                ) from exc
+                            if "error" in event:
+                                raise BackendError(f"server '{self.name}' reported: {event['error']}")
+                            choices = event.get("choices") or []
+                            usage = event.get("usage") or usage
+                            if not choices:
+                                continue
+                            choice = choices[0]
+                            if "text" in choice:  # /v1/completions
+                                text = choice.get("text") or ""
+                            else:
+                                text = (choice.get("delta") or {}).get("content") or ""
+                            if text:
+                                n_chunks += 1
+                                texts.append(text)
+                            if finish := choice.get("finish_reason"):
+                                break
                         else:
-                            text = (choice.get("delta") or {}).get("content") or ""
-                        finish = choice.get("finish_reason")
-                        if text:
-                            n_chunks += 1
+                            if texts:
+                                yield Chunk(text="".join(texts), served_by=self.name, tokens=len(texts))
+                            continue
                         if finish:
                             yield Chunk(
-                                text=text,
+                                text="".join(texts),
                                 finish_reason="length" if finish == "length" else "stop",
                                 prompt_tokens=usage.get("prompt_tokens"),
                                 completion_tokens=usage.get("completion_tokens", n_chunks),
                                 served_by=self.name,
+                                tokens=len(texts),
                             )
                             return
-                        if text:
-                            yield Chunk(text=text, served_by=self.name)
+                        if texts:  # a bare [DONE]: what came before it still counts
+                            yield Chunk(text="".join(texts), served_by=self.name, tokens=len(texts))
+                        break
                 finally:
                     watcher.cancel()
                 if req.cancel.cancelled:
@@ -263,33 +293,58 @@ class OpenAIHTTPBackend:
                     hint="the server may have crashed or restarted, or another client's request interrupted "
                     "this one (llama_cpp.server does that unless started with --interrupt_requests false)",
                 )
-        except (httpx.HTTPError, httpx.StreamError) as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             if req.cancel.cancelled:
                 raise GenerationCancelled(req.cancel.reason or "cancelled") from exc
             what = "cannot reach" if n_chunks == 0 else "lost the stream from"
             raise BackendUnavailable(
-                f"{what} server '{self.name}' at {self.base_url}: {exc.__class__.__name__}: {exc}",
+                f"{what} server '{self.name}' at {self.base_url}: {_describe(exc)}",
                 hint="is the server running? check the url in shoal.toml",
             ) from exc
 
     async def models(self) -> list[str]:
         try:
-            resp = await self._client.get("/v1/models")
-            resp.raise_for_status()
-            data = resp.json()
-        except (httpx.HTTPError, ValueError) as exc:
+            data = await self._get_json("/v1/models", self.timeout)
+        except BackendError as exc:
             raise BackendUnavailable(f"cannot list models on server '{self.name}': {exc}") from exc
         return [m.get("id", "") for m in data.get("data", []) if isinstance(m, dict)]
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        self.closed = True
+        if self._session is not None and not self._session.closed:
+            try:
+                await self._session.close()
+            except RuntimeError:  # made on a loop that is gone: nothing left to close
+                pass
+        self._session = None
 
 
-async def _close_on_cancel(req: GenerateRequest, resp: httpx.Response) -> None:
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "TimeoutError: no answer in time"
+    return f"{exc.__class__.__name__}: {exc}"
+
+
+async def _sse_reads(resp: aiohttp.ClientResponse) -> AsyncIterator[list[str]]:
+    """The ``data:`` payloads of a server-sent event stream, grouped by the network read they came in."""
+    buf = b""
+    async for piece in resp.content.iter_any():
+        buf += piece
+        if b"\n" not in buf:
+            continue
+        *lines, buf = buf.split(b"\n")
+        datas = [ln[5:].strip().decode("utf-8", "replace") for ln in lines if ln.startswith(b"data:")]
+        if datas:
+            yield datas
+    if buf.startswith(b"data:"):
+        yield [buf[5:].strip().decode("utf-8", "replace")]
+
+
+async def _close_on_cancel(req: GenerateRequest, resp: aiohttp.ClientResponse) -> None:
     """Close the response as soon as the request is cancelled; the server sees the disconnect."""
     while not req.cancel.cancelled:
         await asyncio.sleep(_CANCEL_POLL)
-    await resp.aclose()
+    resp.close()
 
 
 def _http_error(name: str, status: int, detail: str) -> BackendError:

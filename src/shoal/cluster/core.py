@@ -25,7 +25,7 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, ClassVar
 
-import httpx
+import aiohttp
 
 from shoal.backends import create_backend
 from shoal.backends.base import Backend
@@ -45,6 +45,9 @@ from shoal.errors import (
 )
 from shoal.types import Chunk, GenerateRequest
 
+
+#: a failure that means the server did not answer at all (refused, reset, cut off, silent)
+_NO_ANSWER = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError, OSError)
 log = logging.getLogger(__name__)
 
 #: fields whose change makes a server a different server (a new backend)
@@ -302,8 +305,8 @@ class Cluster:
                     async for chunk in chunks:
                         if chunk.text:
                             produced.append(chunk.text)
-                            tokens += 1
-                            attempt_tokens += 1
+                            tokens += chunk.tokens
+                            attempt_tokens += chunk.tokens
                             if first:
                                 first = False
                                 self.metrics.ttft.observe(self._clock() - t0)
@@ -321,7 +324,7 @@ class Cluster:
                     raise GenerationCancelled(req.cancel.reason or "cancelled") from exc
                 outcome = "failed"
                 last_error = last_error or exc
-                if isinstance(exc.__cause__, (httpx.TransportError, OSError)):
+                if isinstance(exc.__cause__, _NO_ANSWER):
                     # no answer at all (refused, reset, cut off): down until a probe says otherwise;
                     # an HTTP error status only counts against the circuit breaker
                     member.mark_down(exc.message)

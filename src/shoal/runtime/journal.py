@@ -267,9 +267,20 @@ class Journal:
 
     async def _take(self, batch: list[Delivery]) -> None:
         """Number, record and deliver one batch of published messages."""
+        import time as _t, os as _o
+        _t0 = _t.time()
         events: list[Event] = []
         recorded: list[Event] = []
         rows: list[Row] = []
+        # conversations seen for the first time: their last seq in one read, not one read each
+        # (200 people starting at once would otherwise wait for 200 reads in a row)
+        unknown = list(dict.fromkeys(m.conversation for _s, m in batch if isinstance(m, Event) and m.conversation not in self._seq))
+        if len(unknown) > 1:
+            try:
+                for conv, last in (await self.store.max_seqs(unknown)).items():
+                    self._seq.setdefault(conv, last)
+            except Exception:  # noqa: BLE001 - _next_seq retries each one and says why
+                pass
         for _subject, msg in batch:
             if not isinstance(msg, Event):
                 continue
@@ -282,7 +293,15 @@ class Journal:
                 continue
             rows.append((ev.conversation, ev.seq, ev.kind, ev.bot, ref, ev.json_text(), ev.ts, ev.turn))  # type: ignore[arg-type]
             recorded.append(ev)
+        _t1 = _t.time()
         await self._write(list(zip(rows, recorded)))
+        _t2 = _t.time()
+        if _o.environ.get("STAGES"):
+            with open(_o.environ["STAGES"], "a") as f:
+                for ev in events:
+                    f.write(f"J {ev.kind} {1000*(_t0-ev.ts):.1f} {1000*(_t2-_t1):.1f} {len(batch)} {1000*(_t1-_t0):.1f}\n")
+                    if ev.kind == "bot.error":
+                        f.write("E " + ev.json_text()[:600] + "\n")
         self.recorded += len(rows)
         for ev in recorded:
             if ev.kind in _ENDS:

@@ -396,26 +396,49 @@ class ConversationStore:
         )
         return int(row[0] or 0)
 
+    async def max_seqs(self, conversation_ids: list[str]) -> dict[str, int]:
+        """``max_seq`` of several conversations in one read (0 for one without events)."""
+        out = dict.fromkeys(conversation_ids, 0)
+        for start in range(0, len(conversation_ids), 500):
+            part = conversation_ids[start : start + 500]
+            marks = ",".join("?" * len(part))
+            rows = await self.db.read(
+                lambda c, part=part, marks=marks: c.execute(
+                    f"SELECT conversation_id, MAX(seq) FROM events WHERE conversation_id IN ({marks}) GROUP BY conversation_id",
+                    part,
+                ).fetchall()
+            )
+            out.update({r[0]: int(r[1] or 0) for r in rows})
+        return out
+
     async def append_events(self, rows: list[tuple[str, int, str, str, str | None, str, float, str | None]]) -> None:
         """Rows are (conversation, seq, kind, bot, ref, payload_json, ts, turn)."""
         if not rows:
             return
 
+        # the whole batch goes in as one statement over a JSON array: executemany would step
+        # (and hand the GIL back and forth with the busy event loop) once per row
+        batch = json.dumps(rows)
+        ended = json.dumps([(r[0], r[4]) for r in rows if r[2] in ("reply.end", "thought.end") and r[4]])
+
         def fn(c: Conn) -> None:
             # events of a conversation deleted meanwhile (a reply still finishing) are not kept
-            c.executemany(
+            c.execute(
                 "INSERT OR IGNORE INTO events (conversation_id, seq, kind, bot, ref, payload, ts, turn)"
-                " SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM conversations WHERE id = ?)",
-                [(*r, r[0]) for r in rows],
+                " SELECT e->>0, e->>1, e->>2, e->>3, e->>4, e->>5, e->>6, e->>7"
+                " FROM (SELECT value AS e FROM json_each(?)) WHERE EXISTS (SELECT 1 FROM conversations WHERE id = e->>0)",
+                (batch,),
             )
             # a finished stream's deltas are redundant with its end event
-            ended = [(r[0], r[4]) for r in rows if r[2] in ("reply.end", "thought.end") and r[4]]
-            c.executemany(
-                "DELETE FROM events WHERE conversation_id = ? AND ref = ? AND kind IN ('reply.delta', 'thought.delta')",
-                ended,
-            )
+            if ended != "[]":
+                c.execute(
+                    "DELETE FROM events WHERE kind IN ('reply.delta', 'thought.delta')"
+                    " AND (conversation_id, ref) IN (SELECT value->>0, value->>1 FROM json_each(?))",
+                    (ended,),
+                )
 
-        await self.db.write(fn)
+        # every open websocket waits for these: ahead of the other waiting writes
+        await self.db.write(fn, urgent=True)
 
     async def events_since(self, conversation_id: str, seq: int, *, limit: int = 10_000) -> list[dict[str, Any]]:
         rows = await self.db.read(

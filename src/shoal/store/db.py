@@ -4,16 +4,23 @@ Writes run one at a time on a thread this class owns and commit before the
 awaiting coroutine resumes, so once ``write`` returns the data survives a
 killed process (WAL mode). Reads run on their own connections and never
 wait for a write to finish.
+
+Waiting writes go in order, except that an ``urgent`` one (the journal's
+events, which every open websocket is waiting for) goes before the others
+that are still waiting. Writes that wait together were submitted by
+coroutines that had not seen each other's results, so no caller can tell.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import queue
 import sqlite3
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -32,11 +39,53 @@ def sqlite_module() -> Any:
     return module()
 
 
+class _Writer:
+    """One thread that runs submitted calls one at a time: urgent ones first, each class in order."""
+
+    _STOP = 2  # after everything else that is waiting
+
+    def __init__(self, name: str) -> None:
+        self._q: queue.PriorityQueue[tuple[int, int, Callable[[], Any] | None, Future[Any] | None]] = queue.PriorityQueue()
+        self._order = itertools.count()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], T], *, urgent: bool = False) -> "Future[T]":
+        fut: Future[T] = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot schedule new writes after shutdown")
+            self._q.put((0 if urgent else 1, next(self._order), fn, fut))
+        return fut
+
+    def _run(self) -> None:
+        while True:
+            _prio, _n, fn, fut = self._q.get()
+            if fn is None or fut is None:
+                return
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                fut.set_exception(exc)
+
+    def shutdown(self, wait: bool = True) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._q.put((self._STOP, next(self._order), None, None))
+        if wait:
+            self._thread.join()
+
+
 class Database:
     def __init__(self, path: Path | str, *, readers: int = 2) -> None:
         self.path = Path(path)
         self._local = threading.local()
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="shoal-db-write")
+        self._writer = _Writer("shoal-db-write")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="shoal-db-read")
         self._conns: list[Conn] = []
         self._conns_lock = threading.Lock()
@@ -69,15 +118,18 @@ class Database:
         return self
 
     # -- work ---------------------------------------------------------------
-    async def write(self, fn: Callable[[Conn], T]) -> T:
-        """Run ``fn(conn)`` in one transaction on the writer thread; commit; return."""
+    async def write(self, fn: Callable[[Conn], T], *, urgent: bool = False) -> T:
+        """Run ``fn(conn)`` in one transaction on the writer thread; commit; return.
+
+        ``urgent``: go before the writes still waiting (see the module's doc).
+        """
         if self._closed:
             raise RuntimeError("the database is closed")
 
         def run() -> T:
             return _tx(self._connect(), fn)
 
-        return await asyncio.get_running_loop().run_in_executor(self._writer, run)
+        return await asyncio.wrap_future(self._writer.submit(run, urgent=urgent))
 
     async def read(self, fn: Callable[[Conn], T]) -> T:
         if self._closed:
@@ -86,8 +138,8 @@ class Database:
 
     async def checkpoint(self) -> None:
         """Copy the WAL into the database and truncate it (after a bulk load)."""
-        await asyncio.get_running_loop().run_in_executor(
-            self._writer, lambda: self._connect().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        await asyncio.wrap_future(
+            self._writer.submit(lambda: self._connect().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
         )
 
     def write_sync(self, fn: Callable[[Conn], T]) -> T:
