@@ -79,8 +79,15 @@ async def delete_feedback(message_id: str, request: Request, user: User = Depend
     return {"deleted": await store.remove(message_id, user)}
 
 
-@router.get("/feedback", summary="Every verdict you gave, oldest first")
+@router.get("/feedback", summary="Every verdict you gave, oldest first (optionally in one conversation)")
 async def list_feedback(
-    request: Request, limit: int = Query(1000, ge=1, le=100_000), user: User = Depends(current_user)
+    request: Request,
+    limit: int = Query(1000, ge=1, le=100_000),
+    conversation: str | None = Query(None, max_length=64, description="only verdicts on replies in this conversation"),
+    user: User = Depends(current_user),
 ) -> list[dict[str, Any]]:
-    return [f.as_dict() for f in await feedback_of(request).of_user(user.id, limit=limit)]
+    store = feedback_of(request)
+    if conversation is not None:
+        # someone else's conversation is reported like a missing one
+        await store.conversations.get_conversation(conversation, user_id=user.id)
+    return [f.as_dict() for f in await store.of_user(user.id, limit=limit, conversation=conversation)]

@@ -106,10 +106,21 @@ const socket = {
   subscribe(id) {
     const c = conv(id);
     return this.send({ type: "subscribe", conversation: id, after: c.lastSeq })
-      .then((r) => { c.loaded = true; return r; })
+      .then((r) => { c.loaded = true; loadFeedback(id); return r; })
       .catch((e) => toast(e.message, e.hint));
   },
 };
+
+/* learning (issue 14): your verdicts are not events; after the replay, read them back */
+async function loadFeedback(id) {
+  try {
+    const c = conv(id);
+    for (const f of await api("GET", "/api/feedback?conversation=" + encodeURIComponent(id))) {
+      const m = c.byId[f.message];
+      if (m) Object.assign(m, { rating: f.rating, correction: f.correction });
+    }
+  } catch (e) { toast(e.message, e.hint); }
+}
 
 /* ------------------------------------------------------------------ events -> view */
 function turnOf(c, id, text) {
@@ -419,7 +430,7 @@ const Chat = {
           <button class="btn small" @click="send('What should I plan for a weekend in York?')">What should I plan for a weekend in York?</button>
         </div>
       </div>
-      <div v-for="m in (c ? c.messages : [])" :key="m.id" class="msg" :class="[m.role, {interjection: m.interjection}]" :data-test="'msg-' + m.role">
+      <div v-for="m in (c ? c.messages : [])" :key="m.id" class="msg" :class="[m.role, {interjection: m.interjection}]" :data-test="'msg-' + m.role" :data-id="m.id">
         <div>
           <div class="who">
             <span>{{ m.role === 'user' ? 'you' : (m.bot || 'shoal') }}</span>
@@ -430,9 +441,10 @@ const Chat = {
           </div>
           <div class="bubble" :data-test="m.role === 'assistant' ? 'reply' : 'user-bubble'">{{ m.content }}<span class="cursor" v-if="m.streaming"></span></div>
           <button class="msg-delete" v-if="!m.pending && !m.streaming" @click="removeMessage(m)" title="delete this message and everything made from it" data-test="delete-message">🗑</button>
-          <div class="msg-rate" v-if="m.role === 'assistant' && !m.streaming && !String(m.id).startsWith('local-')" data-test="rate">
-            <button class="btn small" :class="{primary: m.rating === 'good'}" @click="rate(m, 'good')" title="a good reply (shoal learns from it)" data-test="rate-good" aria-label="good reply">✓ good</button>
-            <button class="btn small" :class="{primary: m.rating === 'bad'}" @click="rate(m, 'bad')" title="a bad reply" data-test="rate-bad" aria-label="bad reply">✗ bad</button>
+          <div class="msg-rate" :class="{rated: m.rating || m.correction}" v-if="m.role === 'assistant' && !m.streaming && !String(m.id).startsWith('local-')" data-test="rate">
+            <button class="btn small" :class="{primary: m.rating === 'good'}" @click="rate(m, 'good')" title="a good reply (shoal learns from it)" data-test="rate-good" aria-label="good reply" :aria-pressed="m.rating === 'good' ? 'true' : 'false'">✓ good</button>
+            <button class="btn small" :class="{bad: m.rating === 'bad'}" @click="rate(m, 'bad')" title="a bad reply (left out of what shoal learns from)" data-test="rate-bad" aria-label="bad reply" :aria-pressed="m.rating === 'bad' ? 'true' : 'false'">✗ bad</button>
+            <span class="tag" v-if="m.rating" data-test="rated">{{ m.rating === 'good' ? 'rated good' : 'rated bad' }}</span>
             <button class="btn small" @click="correct(m)" title="edit it into the reply you wanted" data-test="rate-fix">✎</button>
             <span class="tag" v-if="m.correction" :title="m.correction">corrected</span>
           </div>
