@@ -151,3 +151,34 @@ def test_nobody_else_can_rate_or_see_the_rating_of_a_reply(live: LiveServer, htt
     # what ana gave is untouched, and only she sees it
     assert verdicts(http, ana, conv) == {rid: "good"}
     assert http.get(url, headers=auth(ana)).json()["correction"] is None
+
+
+def test_asking_again_in_the_browser_keeps_the_old_reply_marked_replaced(
+    page: Page, live: LiveServer, http: httpx.Client, site: Site
+) -> None:
+    ana = site.tokens["ana"]
+    sign_in(page, live.url, "ana")
+    page.click("[data-test=new-chat]")
+    page.wait_for_function("() => location.hash.startsWith('#/c/')")
+    conv = page.evaluate("() => location.hash.split('/').pop()")
+    old = say(page, http, ana, conv, "Tell me a fact about cats.")
+    page.locator(f"[data-id='{old}'] [data-test=again]").click()
+
+    def new_reply() -> str | None:
+        events = http.get(f"/api/conversations/{conv}/events", headers=auth(ana)).json()
+        start = next((e for e in events if e["kind"] == "reply.start" and e.get("replaces") == old), None)
+        done = start and any(e["kind"] == "reply.end" and e["message_id"] == start["message_id"] for e in events)
+        return start["message_id"] if done else None
+
+    new = wait_for(new_reply, timeout=120)
+    for _ in range(2):  # live, then rebuilt from the replayed events after a reload
+        replaced, fresh = page.locator(f"[data-id='{old}']"), page.locator(f"[data-id='{new}']")
+        expect(replaced.locator("[data-test=replaced]")).to_be_visible(timeout=30_000)
+        expect(replaced.locator("[data-test=rate]")).to_have_count(0)  # a replaced reply is not rated
+        expect(fresh.locator("[data-test=again]")).to_be_visible(timeout=30_000)  # the latest reply may be asked again
+        expect(fresh.locator("[data-test=replaced]")).to_have_count(0)
+        page.screenshot(path="/tmp/shoal-ui-again.png")
+        page.reload()
+    page.screenshot(path=str(ARTIFACTS / "ui-again.png"))
+    stored = {m["id"]: m["status"] for m in http.get(f"/api/conversations/{conv}/messages", headers=auth(ana)).json()}
+    assert stored[old] == "replaced" and stored[new] == "complete"

@@ -1,4 +1,4 @@
-"""REST for learning (issue 14): rate a reply, correct it, see the adapters.
+"""REST for learning (issue 14): rate a reply, correct it, have it written again, see the adapters.
 
 Same rules as the rest of /api: the caller is resolved first; a reply in
 someone else's conversation is reported exactly like a missing one (404); in
@@ -77,6 +77,16 @@ async def get_feedback(message_id: str, request: Request, user: User = Depends(c
 async def delete_feedback(message_id: str, request: Request, user: User = Depends(current_user)) -> dict[str, bool]:
     store = await _checked(request, message_id, user)
     return {"deleted": await store.remove(message_id, user)}
+
+
+@router.post(
+    "/messages/{message_id}/regenerate", status_code=202,
+    summary="Have a reply written again; the old one stays as a rejected alternative (the new one streams on /ws)",
+)
+async def regenerate_reply(message_id: str, request: Request, user: User = Depends(current_user)) -> dict[str, Any]:
+    from shoal.learn.regenerate import regenerate
+
+    return (await regenerate(request.app.state.swarm, message_id, user)).as_dict()
 
 
 @router.get("/feedback", summary="Every verdict you gave, oldest first (optionally in one conversation)")

@@ -154,6 +154,8 @@ function applyEvent(ev) {
       break;
     }
     case "reply.start":
+      // written again at the person's request: the earlier reply stays, shown as replaced
+      if (ev.replaces && c.byId[ev.replaces]) c.byId[ev.replaces].replaced = true;
       upsertMessage(c, { id: ev.message_id, role: "assistant", bot: ev.bot, content: "", streaming: true,
         interjection: ev.interjection, recalled: ev.recalled || [], ts: ev.ts, reply_to: ev.turn });
       break;
@@ -358,6 +360,16 @@ const Chat = {
     c() { return state.current ? conv(state.current) : null; },
     title() { const x = state.conversations.find((v) => v.id === state.current); return (x && x.title) || "New conversation"; },
     replying() { return this.c && this.c.messages.some((m) => m.streaming); },
+    // the reply "↻ again" may write again: the latest one, to the latest message
+    latestReply() {
+      const ms = this.c ? this.c.messages : [];
+      for (let i = ms.length - 1; i >= 0; i--) {
+        const m = ms[i];
+        if (m.role === "user") return null;
+        if (m.role === "assistant" && !m.replaced && !m.interjection) return m.id;
+      }
+      return null;
+    },
     limit() { return (state.me && state.me.limits && state.me.limits.max_message_chars) || 16000; },
   },
   methods: {
@@ -377,6 +389,12 @@ const Chat = {
       try {
         const r = await api("PUT", "/api/messages/" + m.id + "/feedback", { rating: m.rating === rating ? "none" : rating });
         m.rating = r.rating;
+      } catch (e) { toast(e.message, e.hint); }
+    },
+    async again(m) {
+      try {
+        await api("POST", "/api/messages/" + m.id + "/regenerate");
+        m.replaced = true;
       } catch (e) { toast(e.message, e.hint); }
     },
     async correct(m) {
@@ -430,22 +448,24 @@ const Chat = {
           <button class="btn small" @click="send('What should I plan for a weekend in York?')">What should I plan for a weekend in York?</button>
         </div>
       </div>
-      <div v-for="m in (c ? c.messages : [])" :key="m.id" class="msg" :class="[m.role, {interjection: m.interjection}]" :data-test="'msg-' + m.role" :data-id="m.id">
+      <div v-for="m in (c ? c.messages : [])" :key="m.id" class="msg" :class="[m.role, {interjection: m.interjection, replaced: m.replaced}]" :data-test="'msg-' + m.role" :data-id="m.id">
         <div>
           <div class="who">
             <span>{{ m.role === 'user' ? 'you' : (m.bot || 'shoal') }}</span>
             <span class="tag" v-if="m.interjection">interjecting</span>
+            <span class="tag" v-if="m.replaced" data-test="replaced" title="you asked for this reply again; shoal learns it was not what you wanted">replaced — asked again</span>
             <span class="tag warn" v-if="m.status === 'interrupted'">interrupted</span>
             <span class="tag err" v-if="m.status === 'error' || m.failed">{{ m.failed ? 'not sent' : 'error' }}</span>
             <span v-if="m.pending" class="tag">sending…</span>
           </div>
           <div class="bubble" :data-test="m.role === 'assistant' ? 'reply' : 'user-bubble'">{{ m.content }}<span class="cursor" v-if="m.streaming"></span></div>
           <button class="msg-delete" v-if="!m.pending && !m.streaming" @click="removeMessage(m)" title="delete this message and everything made from it" data-test="delete-message">🗑</button>
-          <div class="msg-rate" :class="{rated: m.rating || m.correction}" v-if="m.role === 'assistant' && !m.streaming && !String(m.id).startsWith('local-')" data-test="rate">
+          <div class="msg-rate" :class="{rated: m.rating || m.correction}" v-if="m.role === 'assistant' && !m.streaming && !m.replaced && !String(m.id).startsWith('local-')" data-test="rate">
             <button class="btn small" :class="{primary: m.rating === 'good'}" @click="rate(m, 'good')" title="a good reply (shoal learns from it)" data-test="rate-good" aria-label="good reply" :aria-pressed="m.rating === 'good' ? 'true' : 'false'">✓ good</button>
             <button class="btn small" :class="{bad: m.rating === 'bad'}" @click="rate(m, 'bad')" title="a bad reply (left out of what shoal learns from)" data-test="rate-bad" aria-label="bad reply" :aria-pressed="m.rating === 'bad' ? 'true' : 'false'">✗ bad</button>
             <span class="tag" v-if="m.rating" data-test="rated">{{ m.rating === 'good' ? 'rated good' : 'rated bad' }}</span>
             <button class="btn small" @click="correct(m)" title="edit it into the reply you wanted" data-test="rate-fix">✎</button>
+            <button class="btn small" v-if="m.id === latestReply && !replying" @click="again(m)" title="write this reply again (this one is kept as what you did not want)" data-test="again">↻ again</button>
             <span class="tag" v-if="m.correction" :title="m.correction">corrected</span>
           </div>
           <div class="recalled" v-if="m.recalled && m.recalled.length" title="memories given to this reply">
