@@ -150,10 +150,9 @@ def _bot_name(config: Any, bot: str | None) -> str:
 
 def base_gguf(config: Any, bot: str) -> Path:
     """The GGUF the bot is served from (its server's model_path, else the shipped SmolLM2)."""
-    from shoal.engine.llama import default_model_path
+    from shoal.learn.base import served_gguf
 
-    server = config.server_named(config.bot(bot).server)
-    return Path(server.model_path).expanduser() if server.model_path else default_model_path()
+    return served_gguf(config, bot)
 
 
 def runs_dir(home: Path, bot: str) -> Path:
