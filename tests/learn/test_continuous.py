@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
+from playwright.sync_api import expect, sync_playwright
 
 from shoal.config import parse_config
 from shoal.engine.llama import default_model_path
@@ -25,8 +27,9 @@ from shoal.server.app import create_app
 from shoal.store.conversations import ConversationStore
 from shoal.store.db import Database
 
-from ..conftest import TEST_CONFIG
-from ..server.conftest import Site, auth, make_site, wait_for
+from ..conftest import ARTIFACTS, TEST_CONFIG
+from ..server.conftest import PASSWORDS, LiveServer, Site, auth, make_site, wait_for
+from ..server.test_browser import ARGS, CHROMIUM
 from .conftest import FACTS, converse, run_async
 
 TINY = """
@@ -103,12 +106,15 @@ class Beacon:
         self.thread.join(timeout=5)
 
 
-def run_of(client: TestClient, token: str) -> dict[str, Any] | None:
+Client = TestClient | httpx.Client
+
+
+def run_of(client: Client, token: str) -> dict[str, Any] | None:
     runs = client.get("/api/learn/runs", headers=auth(token)).json()
     return runs[0] if runs else None
 
 
-def detail(client: TestClient, token: str, run_id: str) -> dict[str, Any]:
+def detail(client: Client, token: str, run_id: str) -> dict[str, Any]:
     r = client.get(f"/api/learn/runs/{run_id}", headers=auth(token))
     assert r.status_code == 200, r.text
     return r.json()  # type: ignore[no-any-return]
@@ -119,50 +125,93 @@ def test_enough_new_verdicts_start_a_run_that_yields_to_replies_and_says_whether
 ) -> None:
     site = learning_site(tmp_path / "home", base_cache, after=6)
     replies = seed(site)
+    live = LiveServer(site.env).start()
+    try:
+        with httpx.Client(base_url=live.url, timeout=30) as client, Beacon(site.home) as beacon:
+            run = verdicts_start_a_run(client, site, replies, beacon)
+        look_at_it_in_the_browser(live, run)
+    finally:
+        live.stop()
+
+
+def verdicts_start_a_run(client: httpx.Client, site: Site, replies: list[str], beacon: Beacon) -> dict[str, Any]:
     ana, bob, root = site.tokens["ana"], site.tokens["bob"], site.tokens["root"]
-    with TestClient(create_app(site.env), base_url="http://testserver") as client, Beacon(site.home) as beacon:
-        for rid, (_, answer) in zip(replies, FACTS):
-            r = client.put(f"/api/messages/{rid}/feedback", json={"correction": answer}, headers=auth(ana))
-            assert r.status_code == 200, r.text
-        run = wait_for(lambda: run_of(client, ana), timeout=30)
-        assert run["trigger"] == "6 new verdicts (after_verdicts = 6)" and run["owner_names"] == ["ana"]
-        assert (run["dataset"]["corrected"], run["dataset"]["train"], run["dataset"]["val"]) == (6, 4, 2)
-        # a reply is "being written" (the beacon): the child process waits instead of competing for the cores
-        wait_for(lambda: "paused" in (detail(client, ana, run["id"])["progress"] or {}).get("note", ""), timeout=180)
-        beacon.stop.set()
-        done = wait_for(lambda: (d := detail(client, ana, run["id"]))["state"] in FINAL and d, timeout=300)
+    for rid, (_, answer) in zip(replies, FACTS):
+        r = client.put(f"/api/messages/{rid}/feedback", json={"correction": answer}, headers=auth(ana))
+        assert r.status_code == 200, r.text
+    run = wait_for(lambda: run_of(client, ana), timeout=30)
+    assert run["trigger"] == "6 new verdicts (after_verdicts = 6)" and run["owner_names"] == ["ana"]
+    assert (run["dataset"]["corrected"], run["dataset"]["train"], run["dataset"]["val"]) == (6, 4, 2)
+    # a reply is "being written" (the beacon): the child process waits instead of competing for the cores
+    wait_for(lambda: "paused" in (detail(client, ana, run["id"])["progress"] or {}).get("note", ""), timeout=180)
+    beacon.stop.set()
+    done = wait_for(lambda: (d := detail(client, ana, run["id"]))["state"] in FINAL and d, timeout=300)
 
-        assert done["state"] == "finished", done
-        assert len(done["losses"]) == 2 and done["paused_seconds"] > 0 and done["version"] == "v0001"
-        table = {row["set"]: row for row in done["evaluation"]}
-        for name in ("validation", "canary"):  # torch before/after training, llama.cpp served/candidate
-            assert all(isinstance(table[name][k], float) for k in ("base", "tuned", "served", "candidate")), table
-        decision = done["decision"]
-        assert isinstance(decision["promoted"], bool) and decision["reason"]
-        assert done["promoted"] == decision["promoted"] and done["reason"] == decision["reason"]
-        served = "v0001" if decision["promoted"] else ""
-        assert AdapterRegistry(site.home, "conversation").current == served == decision["served"]
+    assert done["state"] == "finished", done
+    assert len(done["losses"]) == 2 and done["paused_seconds"] > 0 and done["version"] == "v0001"
+    table = {row["set"]: row for row in done["evaluation"]}
+    for name in ("validation", "canary"):  # torch before/after training, llama.cpp served/candidate
+        assert all(isinstance(table[name][k], float) for k in ("base", "tuned", "served", "candidate")), table
+    decision = done["decision"]
+    assert isinstance(decision["promoted"], bool) and decision["reason"]
+    assert done["promoted"] == decision["promoted"] and done["reason"] == decision["reason"]
+    served = "v0001" if decision["promoted"] else ""
+    assert AdapterRegistry(site.home, "conversation").current == served == decision["served"]
 
-        def learner_idle() -> dict[str, Any] | None:  # the child has written its outcome; now it exits
-            row = {b["bot"]: b for b in client.get("/api/learn/bots", headers=auth(ana)).json()}["conversation"]
-            return row if row["running"] is None else None
+    def learner_idle() -> dict[str, Any] | None:  # the child has written its outcome; now it exits
+        row = {b["bot"]: b for b in client.get("/api/learn/bots", headers=auth(ana)).json()}["conversation"]
+        return row if row["running"] is None else None
 
-        conv = wait_for(learner_idle, timeout=60)
-        assert conv["learning"] and conv["may_train"] and conv["promoted"] == served
-        assert conv["serving"] == "" and conv["adapter"] == ""  # the bot serves an adapter only with adapter = "latest"
-        assert (conv["new_verdicts"], conv["last_run"], conv["running"]) == (0, run["id"], None)
+    conv = wait_for(learner_idle, timeout=60)
+    assert conv["learning"] and conv["may_train"] and conv["promoted"] == served
+    assert conv["serving"] == "" and conv["adapter"] == ""  # the bot serves an adapter only with adapter = "latest"
+    assert (conv["new_verdicts"], conv["last_run"], conv["running"]) == (0, run["id"], None)
 
-        # bob's verdicts trained nothing: he sees no run, cannot open ana's or start one
-        assert client.get("/api/learn/runs", headers=auth(bob)).json() == []
-        r = client.get(f"/api/learn/runs/{run['id']}", headers=auth(bob))
-        assert r.status_code == 404 and "no training run" in r.json()["error"]["message"]
-        r = client.post("/api/learn/runs", json={}, headers=auth(bob))
-        assert r.status_code == 403 and "learn.users" in r.json()["error"]["message"]
-        bob_view = {b["bot"]: b for b in client.get("/api/learn/bots", headers=auth(bob)).json()}["conversation"]
-        assert not bob_view["may_train"] and "new_verdicts" not in bob_view
-        assert detail(client, root, run["id"])["id"] == run["id"]  # admins see every run
-        assert client.get("/api/learn/runs").status_code == 401
-        assert [r["id"] for r in client.get("/api/learn/runs", headers=auth(ana)).json()] == [run["id"]]  # just one
+    # bob's verdicts trained nothing: he sees no run, cannot open ana's or start one
+    assert client.get("/api/learn/runs", headers=auth(bob)).json() == []
+    r = client.get(f"/api/learn/runs/{run['id']}", headers=auth(bob))
+    assert r.status_code == 404 and "no training run" in r.json()["error"]["message"]
+    r = client.post("/api/learn/runs", json={}, headers=auth(bob))
+    assert r.status_code == 403 and "learn.users" in r.json()["error"]["message"]
+    bob_view = {b["bot"]: b for b in client.get("/api/learn/bots", headers=auth(bob)).json()}["conversation"]
+    assert not bob_view["may_train"] and "new_verdicts" not in bob_view
+    assert detail(client, root, run["id"])["id"] == run["id"]  # admins see every run
+    assert client.get("/api/learn/runs").status_code == 401
+    assert [r["id"] for r in client.get("/api/learn/runs", headers=auth(ana)).json()] == [run["id"]]  # just one
+    return done
+
+
+def look_at_it_in_the_browser(live: LiveServer, run: dict[str, Any]) -> None:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        errors: list[str] = []
+        for who in ("ana", "bob"):
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(live.url)
+            page.fill("input[name=name]", who)
+            page.fill("input[name=password]", PASSWORDS[who])
+            page.click("button:has-text('Sign in')")
+            page.click("[data-test=nav-learn]")
+            view = page.locator("[data-test=learn-view]")
+            expect(view.locator("tr[data-bot=conversation]")).to_contain_text("conversation", timeout=30_000)
+            if who == "bob":  # not his verdicts: no run to see, no button to start one
+                expect(view.locator("[data-test=no-runs]")).to_be_visible()
+                expect(view.locator("[data-test=run-card]")).to_have_count(0)
+                expect(view.locator("[data-test=train-now]")).to_have_count(0)
+                continue
+            card = view.locator(f"[data-run='{run['id']}']")
+            expect(card.locator("[data-test=run-state]")).to_have_text("finished")
+            expect(card.locator("[data-test=loss-curve] circle")).to_have_count(2)  # one per step
+            expect(card.locator("[data-test=eval-table] tr")).to_have_count(3)  # header, validation, canary
+            verdict = "Promoted v0001" if run["decision"]["promoted"] else "Not promoted"
+            expect(card.locator("[data-test=decision]")).to_contain_text(verdict)
+            expect(card.locator("[data-test=decision]")).to_contain_text(run["decision"]["reason"])
+            expect(view.locator("[data-test=train-now]")).to_have_count(1)
+            page.screenshot(path="/tmp/shoal-ui-learn.png", full_page=True)
+            page.screenshot(path=str(ARTIFACTS / "ui-learn.png"), full_page=True)
+        browser.close()
+        assert not errors, errors
 
 
 def test_stopping_the_server_interrupts_a_run_and_leaves_what_is_served(tmp_path: Path, base_cache: Path) -> None:

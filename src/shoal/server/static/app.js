@@ -762,7 +762,7 @@ const Users = {
 };
 
 const Shell = {
-  components: { Logo, Icon, Chat, Headspace, Memories, Bots, Tokens, Users, ClusterView, NodesView },
+  components: { Logo, Icon, Chat, Headspace, Memories, Bots, Tokens, Users, ClusterView, NodesView, LearnView },
   computed: {
     initial() { return state.me ? state.me.name.slice(0, 1).toUpperCase() : "?"; },
   },
@@ -783,6 +783,7 @@ const Shell = {
         <button :class="{on: state.view === 'bots'}" @click="go('bots')" data-test="nav-bots"><Icon name="bots"/> Bots</button>
         <button :class="{on: state.view === 'cluster'}" @click="go('cluster')" data-test="nav-cluster"><Icon name="bots"/> Cluster</button>
         <button :class="{on: state.view === 'nodes'}" @click="go('nodes')" data-test="nav-nodes"><Icon name="bots"/> Nodes</button>
+        <button :class="{on: state.view === 'learn'}" @click="go('learn')" data-test="nav-learn"><Icon name="memory"/> Learning</button>
         <button :class="{on: state.view === 'tokens'}" @click="go('tokens')"><Icon name="key"/> API tokens</button>
         <button v-if="state.me.admin" :class="{on: state.view === 'users'}" @click="go('users')"><Icon name="users"/> Users</button>
       </div>
@@ -811,6 +812,7 @@ const Shell = {
     <Bots v-else-if="state.view === 'bots'"/>
     <ClusterView v-else-if="state.view === 'cluster'"/>
     <NodesView v-else-if="state.view === 'nodes'" :admin="state.me.admin"/>
+    <LearnView v-else-if="state.view === 'learn'"/>
     <Tokens v-else-if="state.view === 'tokens'"/>
     <Users v-else-if="state.view === 'users' && state.me.admin"/>
   </div>`,
@@ -835,7 +837,7 @@ async function start() {
   await loadConversations();
   const m = location.hash.match(/^#\/c\/(\w+)/);
   if (m && state.conversations.some((c) => c.id === m[1])) await openConversation(m[1]);
-  else if (location.hash.startsWith("#/") && ["memories", "bots", "cluster", "nodes", "tokens", "users"].includes(location.hash.slice(2))) state.view = location.hash.slice(2);
+  else if (location.hash.startsWith("#/") && ["memories", "bots", "cluster", "nodes", "learn", "tokens", "users"].includes(location.hash.slice(2))) state.view = location.hash.slice(2);
   else if (state.conversations.length) await openConversation(state.conversations[0].id);
 }
 
