@@ -23,6 +23,7 @@ from shoal.tools.config import ToolsConfig
 from shoal.runtime.mesh_config import MeshConfig
 from shoal.errors import ConfigError
 from shoal.ulm.settings import UlmConfig
+from shoal.learn.settings import LearnConfig  # [learn]: continuous learning (issue 14)
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -365,6 +366,7 @@ class ShoalConfig(_Strict):
     tools: ToolsConfig = Field(default_factory=ToolsConfig)
     ulm: UlmConfig = Field(default_factory=UlmConfig)
     mesh: MeshConfig = Field(default_factory=MeshConfig)
+    learn: LearnConfig = Field(default_factory=LearnConfig)
 
     @model_validator(mode="after")
     def _cross_check(self) -> "ShoalConfig":
@@ -755,6 +757,30 @@ wanted_slots = ["name"]     # profile slots the primary asks for when unknown
 crush_after = 8             # summarise older messages once this many scroll out of the history
 summary_chars = 800         # longest running summary kept in the conversation bot's instruction
 instruction_facts = ["name", "location", "job", "dislikes"]  # facts that become lines of the evolving instruction
+
+# Continuous learning (docs/learn.md): `shoal up` trains a LoRA in the background from the
+# listed people's ratings and corrections, in a child process at nice 19 that pauses while a
+# reply is being written, and promotes it only if it beats the served adapter. A bot serves
+# what was promoted with adapter = "latest" in its [[bots]] entry. The web UI's Learning view
+# shows each run (loss curve, evaluation, promoted or not and why).
+# [learn]
+# enabled = false
+# users = ["ana"]           # whose verdicts train; the adapter is served to everyone who chats with the bot
+# bots = []                 # empty: the conversation bot
+# after_verdicts = 20       # a run after this many new ratings or corrections...
+# every_hours = 0           # ...and/or this often when there is anything new (0: off)
+# check_interval = 30       # seconds between looks
+# promote = true            # serve a candidate that lowers validation loss...
+# canary_margin = 0.1       # ...and raises the canary loss by at most this (nats/token)
+# steps = 0                 # 0: epochs over the data
+# epochs = 3
+# rank = 8
+# lr = 0.001
+# batch = 4
+# max_tokens = 384
+# threads = 1               # torch threads while training (the chat keeps the rest)
+# window = 6                # messages of history before each reply
+# val_fraction = 0.2        # share of conversations held out for validation
 
 # Edge nodes (docs/edge.md). On a small device, `shoal edge run` reads sensors,
 # notes what is worth noting and syncs its journal to the hub when it can.

@@ -78,3 +78,19 @@ def test_good_bad_and_fix_in_shoal_chat_rate_the_last_reply(home: Path) -> None:
     ).fetchall()
     db.close()
     assert rows == [("bad", "Paris.", "assistant")]
+
+
+def test_again_in_shoal_chat_writes_the_last_reply_again_and_keeps_the_old_one(home: Path) -> None:
+    (home / "shoal.toml").write_text(TEST_CONFIG.split("[routing]")[0] + "[routing]\nalways = []\n")
+    script = "/again\nWhat is the capital of France?\n/again\n/good\n/quit\n"
+    out = shoal(home, "chat", input=script, timeout=240)
+    assert out.returncode == 0, out.stderr
+    assert "no reply to ask for again yet" in out.stdout  # /again before anything was said
+    assert "kept as a rejected alternative" in out.stdout and "👍 recorded" in out.stdout
+    db = sqlite3.connect(home / "shoal.db")
+    replies = db.execute("SELECT id, status, reply_to FROM messages WHERE role = 'assistant' ORDER BY id").fetchall()
+    rated = db.execute("SELECT message_id, rating FROM learn_feedback").fetchall()
+    db.close()
+    (old, old_status, turn), (new, new_status, new_turn) = replies
+    assert (old_status, new_status) == ("replaced", "complete") and turn == new_turn
+    assert rated == [(new, "good")]  # /good rates the reply written in its place

@@ -33,6 +33,7 @@ from shoal.runtime.messages import (
     Injection,
     MemoryItem,
     RecallQuery,
+    Regenerate,
     RecallResult,
     ReplyCheck,
     ReplyDelta,
@@ -60,6 +61,10 @@ THINKING_QUESTION = re.compile(
     r"|\bworan denkst du\b|\bwas denkst du gerade\b",
     re.I,
 )
+
+
+#: the least temperature a reply written again is sampled with
+REGENERATE_TEMPERATURE = 0.8
 
 
 class ConversationBot(Bot):
@@ -92,11 +97,21 @@ class ConversationBot(Bot):
         stopped = await self._interrupt(msg.conversation, "stopped by the user")
         return Ack(ok=stopped, detail="stopped" if stopped else "no reply in flight")
 
+    async def on_regenerate(self, msg: Regenerate) -> Ack:
+        """The person asked for the reply to ``msg.turn`` again (issue 14); refused while one is being written."""
+        if msg.conversation in self._replies:
+            return Ack(ok=False, detail="a reply is being written in this conversation")
+        self._start(msg.conversation, msg.user_id, msg.turn, msg.text, interjection=None, replaces=msg.replaces)
+        return Ack(ok=True, detail="writing the reply again")
+
     # -- replying ---------------------------------------------------------------
-    def _start(self, conversation: str, user_id: str, turn: str | None, text: str, *, interjection: Injection | None) -> None:
+    def _start(
+        self, conversation: str, user_id: str, turn: str | None, text: str, *,
+        interjection: Injection | None, replaces: str | None = None,
+    ) -> None:
         cancel = CancelToken()
         task = self.tasks.spawn(
-            self._reply(conversation, user_id, turn, text, cancel, interjection), name=f"reply:{conversation}"
+            self._reply(conversation, user_id, turn, text, cancel, interjection, replaces), name=f"reply:{conversation}"
         )
         self._replies[conversation] = (task, cancel)
         task.add_done_callback(lambda t: self._forget(conversation, t))
@@ -125,9 +140,12 @@ class ConversationBot(Bot):
         text: str,
         cancel: CancelToken,
         interjection: Injection | None,
+        replaces: str | None = None,
     ) -> None:
         message_id = new_id()
         history = await self.ctx.conversations.history(conversation, limit=self.config.history)
+        # a reply the person asked to have written again is not part of what was said
+        history = [m for m in history if m.id != replaces and m.status != "replaced"]
         ask_for = text or (interjection.text if interjection else "")
         # all at once: the first token waits for the slowest of them, not their sum
         user, facts, recalled, summary, (version, evolved) = await asyncio.gather(
@@ -142,7 +160,10 @@ class ConversationBot(Bot):
             # what shoal knows and what it thinks: answered from stored data, not from the model
             answer, used, thinkers = direct
             await self.emit(
-                ReplyStart(conversation=conversation, turn=turn, message_id=message_id, recalled=used, thinking=thinkers)
+                ReplyStart(
+                    conversation=conversation, turn=turn, message_id=message_id, recalled=used, thinking=thinkers,
+                    replaces=replaces,
+                )
             )
             await self.emit(ReplyDelta(conversation=conversation, turn=turn, message_id=message_id, text=answer))
             await self._finish(conversation, turn, message_id, [answer], "complete", None, interjection, [])
@@ -159,6 +180,7 @@ class ConversationBot(Bot):
                 injections=[p["id"] for p in pending],
                 summary=summary,
                 instruction_version=version,
+                replaces=replaces,
             )
         )
         guard = ReplyGuard(
@@ -170,7 +192,11 @@ class ConversationBot(Bot):
         partial: list[list[str]] = [[]]
         status, error = "complete", None
         try:
-            parts = await self._guarded(conversation, turn, message_id, messages, cancel, guard, text or "", facts, partial)
+            # asked again: sample more freely, or a greedy bot would say the same words once more
+            temperature = max(self.config.temperature, REGENERATE_TEMPERATURE) if replaces else None
+            parts = await self._guarded(
+                conversation, turn, message_id, messages, cancel, guard, text or "", facts, partial, temperature
+            )
         except GenerationCancelled:
             status, parts = "interrupted", partial[0]
         except asyncio.CancelledError:
@@ -193,6 +219,7 @@ class ConversationBot(Bot):
         text: str,
         facts: list[MemoryItem],
         partial: list[list[str]],
+        temperature: float | None = None,
     ) -> list[str]:
         """Stream the model's reply through the guards: regenerate once with a note, then fall back."""
 
@@ -201,7 +228,7 @@ class ConversationBot(Bot):
 
         for attempt in range(2):
             partial[0] = parts = []
-            req = self.request(messages)
+            req = self.request(messages, temperature=temperature)
             req.cancel = attempt_cancel = cancel.child()
             stopped: Verdict | None = None
             async with aclosing(self.stream(req)) as chunks:  # type: ignore[type-var]

@@ -129,10 +129,11 @@ class MemoryBot(Bot):
         async with self._serial.setdefault(conv.user_id, asyncio.Lock()):
             # the reply as stored now, not as it was sent: a forget or a delete since then wins
             try:
-                text = (await self.ctx.conversations.get_message(ev.message_id)).content
+                stored = await self.ctx.conversations.get_message(ev.message_id)
             except NotFound:
                 return
-            if not text:
+            text = stored.content
+            if not text or stored.status == "replaced":  # the person asked for it again: not something shoal said
                 return
             previous = await self.ctx.memories.latest_raw(conv.user_id, ev.conversation)
             # embedding takes a while: the note is written only if the reply still reads

@@ -48,7 +48,8 @@ out = Console()
 HELP = (
     "[bold]/thinking[/] what the thinkers are thinking   [bold]/cancel[/] stop their thoughts\n"
     "[bold]/memories[/] what shoal knows about you   [bold]/instruction[/] its versions   [bold]/revert N[/] go back to one\n"
-    "[bold]/good[/] [bold]/bad[/] rate the last reply   [bold]/fix TEXT[/] correct it into what you wanted (shoal learns from these)\n"
+    "[bold]/good[/] [bold]/bad[/] rate the last reply   [bold]/fix TEXT[/] correct it into what you wanted   "
+    "[bold]/again[/] have it written again (shoal learns from these)\n"
     "[bold]/new[/] start a new conversation   [bold]/quit[/] leave (Ctrl-D works too)\n"
     "[dim]@name asks a specialised thinker by name, e.g. @thinker what do you make of this?[/]"
 )
@@ -146,11 +147,14 @@ async def _interactive(swarm: Swarm, conversation: str, user_id: str, timeout: f
             for m in await swarm.memories.facts(user_id):
                 out.print(f"• {m.text}  [dim]({m.attribute}: {m.value}; from {m.sources[0] if m.sources else '?'})[/]")
             continue
-        if text in ("/good", "/bad") or text == "/fix" or text.startswith("/fix "):
-            from shoal.cli.learn import chat_feedback
+        if text in ("/good", "/bad", "/again") or text == "/fix" or text.startswith("/fix "):
+            from shoal.cli.learn import chat_again, chat_feedback
 
             try:
-                out.print(await chat_feedback(swarm, conversation, user_id, text))
+                if text == "/again":
+                    await chat_again(swarm, conversation, user_id, out, timeout=timeout)
+                else:
+                    out.print(await chat_feedback(swarm, conversation, user_id, text))
             except ShoalError as exc:
                 out.print(f"[red]error:[/] {exc}")
             continue

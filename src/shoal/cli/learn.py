@@ -26,8 +26,7 @@ async def chat_feedback(swarm: Any, conversation: str, user_id: str, command: st
     """Apply ``/good``, ``/bad`` or ``/fix TEXT`` to the last reply of ``conversation``; say what was recorded."""
     from shoal.learn.feedback import FeedbackStore
 
-    history = await swarm.conversations.history(conversation, limit=20)
-    reply = next((m for m in reversed(history) if m.role == "assistant"), None)
+    reply = await _last_reply(swarm, conversation)
     if reply is None:
         raise NotFound("there is no reply to rate yet", hint="say something first")
     user = await swarm.conversations.get_user(user_id)
@@ -43,6 +42,55 @@ async def chat_feedback(swarm: Any, conversation: str, user_id: str, command: st
         raise BadInput("/fix needs the reply you wanted, e.g. /fix Paris.", hint="type /fix followed by the text")
     await store.rate(reply.id, user, correction=text)
     return f"[green]correction recorded[/] [dim](reply {reply.id} → {text[:60]!r})[/]"
+
+
+async def _last_reply(swarm: Any, conversation: str) -> Any:
+    history = await swarm.conversations.history(conversation, limit=20)
+    return next((m for m in reversed(history) if m.role == "assistant" and m.status != "replaced"), None)
+
+
+async def chat_again(swarm: Any, conversation: str, user_id: str, console: Console, *, timeout: float = 120.0) -> str:
+    """``/again`` in ``shoal chat``: have the last reply written again, show it as it streams; the new reply's text."""
+    import time
+
+    from rich.live import Live
+    from rich.panel import Panel
+    from rich.text import Text
+
+    from shoal.learn.regenerate import regenerate
+    from shoal.runtime.messages import ReplyDelta, ReplyEnd, ReplyReset, ReplyStart
+
+    reply = await _last_reply(swarm, conversation)
+    if reply is None:
+        raise NotFound("there is no reply to ask for again yet", hint="say something first")
+    user = await swarm.conversations.get_user(user_id)
+    listener = swarm.listen(conversation)
+    try:
+        await regenerate(swarm, reply.id, user)
+        new_id, text, done = None, "", False
+        deadline = time.monotonic() + timeout
+        with Live(Panel(Text("…"), title="shoal (again)", border_style="green", title_align="left"), console=console) as live:
+            while not done and time.monotonic() < deadline:
+                try:
+                    ev = await listener.get(timeout=0.25)
+                except asyncio.TimeoutError:
+                    continue
+                if isinstance(ev, ReplyStart) and ev.replaces == reply.id:
+                    new_id = ev.message_id
+                elif new_id is not None and getattr(ev, "message_id", None) == new_id:
+                    if isinstance(ev, ReplyDelta):
+                        text += ev.text
+                    elif isinstance(ev, ReplyReset):
+                        text = ""
+                    elif isinstance(ev, ReplyEnd):
+                        text, done = ev.text or text, True
+                live.update(Panel(Text(text or "…"), title="shoal (again)", border_style="green", title_align="left"))
+    finally:
+        listener.close()
+    if not done:
+        raise BadInput("the new reply did not finish in time", hint="it may still arrive; /again asks once more")
+    console.print(f"[dim](the earlier reply {reply.id} is kept as a rejected alternative; /good or /fix this one)[/]")
+    return text
 
 
 # ------------------------------------------------------------------ dataset
@@ -76,9 +124,12 @@ def dataset(
         ds.write(path)
         c = ds.counts
         table = Table(title=f"dataset of {who.name} → {path}")
-        for col in ("conversations", "good", "corrected", "bad (left out)", "duplicates", "train", "val"):
+        cols = ("conversations", "good", "corrected", "bad (left out)", "asked again (left out)", "duplicates", "train", "val")
+        for col in cols:
             table.add_column(col, justify="right")
-        table.add_row(*(str(v) for v in (c.conversations, c.good, c.corrected, c.bad_left_out, c.duplicates, c.train, c.val)))
+        table.add_row(*(str(v) for v in (
+            c.conversations, c.good, c.corrected, c.bad_left_out, c.replaced_left_out, c.duplicates, c.train, c.val,
+        )))
         out.print(table)
         if not ds.examples:
             out.print("[yellow]nothing to learn from yet:[/] rate replies with /good or /bad in `shoal chat`, correct with /fix")
@@ -99,10 +150,9 @@ def _bot_name(config: Any, bot: str | None) -> str:
 
 def base_gguf(config: Any, bot: str) -> Path:
     """The GGUF the bot is served from (its server's model_path, else the shipped SmolLM2)."""
-    from shoal.engine.llama import default_model_path
+    from shoal.learn.base import served_gguf
 
-    server = config.server_named(config.bot(bot).server)
-    return Path(server.model_path).expanduser() if server.model_path else default_model_path()
+    return served_gguf(config, bot)
 
 
 def runs_dir(home: Path, bot: str) -> Path:

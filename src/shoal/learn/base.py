@@ -20,6 +20,14 @@ from typing import Any
 from shoal.errors import ModelError
 
 
+def served_gguf(config: Any, bot: str) -> Path:
+    """The GGUF ``bot`` is served from: its server's ``model_path``, else the shipped SmolLM2."""
+    from shoal.engine.llama import default_model_path
+
+    server = config.server_named(config.bot(bot).server)
+    return Path(server.model_path).expanduser() if server.model_path else default_model_path()
+
+
 def gguf_fingerprint(gguf: Path) -> str:
     """Names the base model: what an adapter was trained on (checked before loading it)."""
     st = gguf.stat()

@@ -7,6 +7,11 @@ person's correction when they wrote one. Replies rated bad and not corrected
 are left out. Earlier replies inside a window are shown as corrected too: the
 model learns from what the person wanted, not from what it said.
 
+A reply the person had written again (status ``replaced``) is never a target
+(unless they corrected it: the correction is their words, not the model's) and
+never part of a history window; it is listed under ``rejected`` of the examples
+whose target answers the same message — a preference pair a trainer may use.
+
 Privacy: only the person's own verdicts on replies to their own messages, and
 only as far as ``memory.consent`` allows — ``never``: nothing; ``ask``: only
 replies the person explicitly rated or corrected (the act of judging is the
@@ -39,6 +44,10 @@ class DatasetCounts:
     good: int = 0
     corrected: int = 0
     bad_left_out: int = 0
+    #: replies the person had written again, left out as targets
+    replaced_left_out: int = 0
+    #: examples that carry at least one rejected alternative
+    with_rejected: int = 0
     unrated: int = 0
     duplicates: int = 0
     train: int = 0
@@ -122,7 +131,7 @@ def _window(c: Conn, reply: Any, user_id: str, size: int) -> list[dict[str, str]
     rows = c.execute(
         "SELECT m.id, m.role, m.content, f.correction FROM messages m"
         " LEFT JOIN learn_feedback f ON f.message_id = m.id AND f.user_id = ?"
-        " WHERE m.conversation_id = ? AND m.id < ? AND m.role IN ('user', 'assistant')"
+        " WHERE m.conversation_id = ? AND m.id < ? AND m.role IN ('user', 'assistant') AND m.status != 'replaced'"
         " ORDER BY m.id DESC LIMIT ?",
         (user_id, reply["conversation_id"], reply["id"], size),
     ).fetchall()
@@ -135,6 +144,18 @@ def _window(c: Conn, reply: Any, user_id: str, size: int) -> list[dict[str, str]
     while out and out[0]["role"] != "user":
         out.pop(0)
     return out
+
+
+def _rejected(c: Conn, reply: Any, target: str) -> list[str]:
+    """The replies the person had written again in answer to the same message (oldest first)."""
+    if not reply["reply_to"]:
+        return []
+    rows = c.execute(
+        "SELECT content FROM messages WHERE reply_to = ? AND role = 'assistant' AND status = 'replaced'"
+        " AND id != ? AND content != '' ORDER BY id",
+        (reply["reply_to"], reply["id"]),
+    ).fetchall()
+    return list(dict.fromkeys(r["content"] for r in rows if r["content"] != target))
 
 
 def build_dataset(
@@ -173,6 +194,9 @@ def build_dataset(
         if row["correction"]:
             target, source = row["correction"], "corrected"
             ds.counts.corrected += 1
+        elif row["status"] == "replaced":
+            ds.counts.replaced_left_out += 1
+            continue
         elif row["rating"] == "good" and row["status"] == "complete" and row["content"]:
             target, source = row["content"], "good"
             ds.counts.good += 1
@@ -198,6 +222,7 @@ def build_dataset(
             "message": row["id"],
             "source": source,
             "key": key,
+            "rejected": _rejected(db_conn, row, target),
         }
         if key in seen:
             ds.counts.duplicates += 1
@@ -207,6 +232,7 @@ def build_dataset(
             continue
         seen[key] = example
     examples = list(seen.values())
+    ds.counts.with_rejected = sum(1 for e in examples if e["rejected"])
     conversations = sorted({e["conversation"] for e in examples}, key=_stable)
     n_val = 0
     if len(conversations) >= 2 and val_fraction > 0:

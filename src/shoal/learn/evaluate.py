@@ -53,9 +53,12 @@ def _encode(model: Any, template: str, messages: Sequence[dict[str, str]]) -> tu
 class EngineEvaluator:
     """One llama.cpp model and context for scoring adapters (1 thread: it runs beside the chat)."""
 
-    def __init__(self, gguf: Path, *, threads: int = 1, n_ctx: int = 1024) -> None:
+    def __init__(self, gguf: Path, *, threads: int = 1, n_ctx: int = 1024, yield_to_foreground: bool = False) -> None:
         from shoal.engine.llama import Context, Model
 
+        #: wait between examples while a person's reply is being written (a background run beside the chat)
+        self.yield_to_foreground = yield_to_foreground
+        self.paused_seconds = 0.0
         self.model = Model(gguf)
         self.ctx = Context(self.model, n_ctx_seq=n_ctx, n_seq_max=1, n_batch=512, n_threads=threads)
         self.template = self.model.template_for(None)
@@ -82,6 +85,10 @@ class EngineEvaluator:
             return None
         total, n = 0.0, 0
         for e in examples:
+            if self.yield_to_foreground:
+                from shoal.learn.train import wait_for_foreground
+
+                self.paused_seconds += wait_for_foreground()
             ids, n_prompt = _encode(self.model, self.template, e["messages"])
             if len(ids) > max_tokens:  # keep the target, cut the oldest prompt tokens
                 cut = len(ids) - max_tokens

@@ -140,11 +140,18 @@ class FeedbackStore:
             )
         )
 
-    async def of_user(self, user_id: str, *, limit: int = 100_000) -> list[Feedback]:
-        """Every verdict ``user_id`` gave, oldest first (only their own)."""
+    async def of_user(self, user_id: str, *, limit: int = 100_000, conversation: str | None = None) -> list[Feedback]:
+        """Every verdict ``user_id`` gave, oldest first (only their own); ``conversation`` narrows it to one.
+
+        The caller checks that ``user_id`` may see ``conversation`` (the REST route does).
+        """
+        where, args = "user_id = ?", [user_id]
+        if conversation is not None:
+            where += " AND conversation_id = ?"
+            args.append(conversation)
         rows = await self.db.read(
             lambda c: c.execute(
-                "SELECT * FROM learn_feedback WHERE user_id = ? ORDER BY updated_at, message_id LIMIT ?", (user_id, limit)
+                f"SELECT * FROM learn_feedback WHERE {where} ORDER BY updated_at, message_id LIMIT ?", (*args, limit)
             ).fetchall()
         )
         return [_row(r) for r in rows]

@@ -154,6 +154,25 @@ class Eraser:
         await self._finish(out)
         return out
 
+    async def drop_notes_of(self, message_id: str, *, user_id: str) -> Erased:
+        """Drop ``user_id``'s raw notes of one message (its verbatim copies in memory) and nothing else.
+
+        The message itself stays, unchanged. For a reply the person asked to have written again
+        (issue 14): shoal does not stand by those words, so recall must not bring them back.
+        """
+        out = Erased()
+
+        def fn(c: Conn) -> Erased:
+            for row in _memories_from(c, [message_id]):
+                if row["kind"] == "raw" and row["user_id"] == user_id:
+                    self._drop(c, row, out)
+            return out
+
+        await self.db.write(fn)
+        if out.deleted:
+            await self._finish(out)
+        return out
+
     async def delete_message(self, message_id: str, *, user_id: str, is_admin: bool = False) -> Erased:
         """Delete a message, the reply to it, and everything derived from them."""
         out = Erased()

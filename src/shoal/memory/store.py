@@ -215,9 +215,10 @@ class NewMemory:
 
 def _still_reads(c: Conn, message_id: str, conversation_id: str | None, text: str) -> bool:
     row = c.execute(
-        "SELECT content FROM messages WHERE id = ? AND conversation_id IS ?", (message_id, conversation_id)
+        "SELECT content, status FROM messages WHERE id = ? AND conversation_id IS ?", (message_id, conversation_id)
     ).fetchone()
-    return row is not None and row["content"] == text
+    # a reply the person had written again is not something shoal says (issue 14): no copy of it
+    return row is not None and row["content"] == text and row["status"] != "replaced"
 
 
 def sign_codes(vectors: np.ndarray) -> np.ndarray:

@@ -100,6 +100,8 @@ class ReplyStart(Event):
     instruction_version: int = 0
     #: thinkers whose live thought the reply was given ("what are you thinking about?")
     thinking: list[str] = Field(default_factory=list)
+    #: the reply this one is written in place of, when the person asked for it again (issue 14)
+    replaces: str | None = None
 
 
 class ReplyDelta(Event):
@@ -567,3 +569,24 @@ CHANNEL.update({"tool.call": "action", "tool.result": "action"})
 _TOOL_EVENTS = __import__("typing").get_args(__import__("typing").get_args(AnyEvent)[0]) + (ToolCall, ToolResult)
 AnyEvent = Annotated[Union[_TOOL_EVENTS], Field(discriminator="kind")]  # type: ignore[valid-type]
 _EVENT = TypeAdapter(AnyEvent)
+
+
+# --- bot.<name>.control: ask for a reply again (issue 14, docs/learn.md) ---------------------
+class Regenerate(Control):
+    """Write the reply to ``turn`` again; the reply ``replaces`` stays stored as a rejected alternative.
+
+    Answered with an ``Ack``: ``ok=False`` when a reply is already being written in the conversation.
+    """
+
+    kind: Literal["reply.regenerate"] = "reply.regenerate"
+    conversation: str
+    turn: str
+    user_id: str
+    #: the person's message being answered again (the bot does not read it back from the store)
+    text: str
+    replaces: str
+
+
+_LEARN_CONTROLS = __import__("typing").get_args(__import__("typing").get_args(AnyControl)[0]) + (Regenerate,)
+AnyControl = Annotated[Union[_LEARN_CONTROLS], Field(discriminator="kind")]  # type: ignore[valid-type]
+_CONTROL = TypeAdapter(AnyControl)

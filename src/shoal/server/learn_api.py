@@ -1,4 +1,4 @@
-"""REST for learning (issue 14): rate a reply, correct it, see the adapters.
+"""REST for learning (issue 14): rate a reply, correct it, have it written again, see the adapters.
 
 Same rules as the rest of /api: the caller is resolved first; a reply in
 someone else's conversation is reported exactly like a missing one (404); in
@@ -7,7 +7,8 @@ a room only the person a reply answers may judge it (403).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -79,8 +80,160 @@ async def delete_feedback(message_id: str, request: Request, user: User = Depend
     return {"deleted": await store.remove(message_id, user)}
 
 
-@router.get("/feedback", summary="Every verdict you gave, oldest first")
+@router.post(
+    "/messages/{message_id}/regenerate", status_code=202,
+    summary="Have a reply written again; the old one stays as a rejected alternative (the new one streams on /ws)",
+)
+async def regenerate_reply(message_id: str, request: Request, user: User = Depends(current_user)) -> dict[str, Any]:
+    from shoal.learn.regenerate import regenerate
+
+    return (await regenerate(request.app.state.swarm, message_id, user)).as_dict()
+
+
+@router.get("/feedback", summary="Every verdict you gave, oldest first (optionally in one conversation)")
 async def list_feedback(
-    request: Request, limit: int = Query(1000, ge=1, le=100_000), user: User = Depends(current_user)
+    request: Request,
+    limit: int = Query(1000, ge=1, le=100_000),
+    conversation: str | None = Query(None, max_length=64, description="only verdicts on replies in this conversation"),
+    user: User = Depends(current_user),
 ) -> list[dict[str, Any]]:
-    return [f.as_dict() for f in await feedback_of(request).of_user(user.id, limit=limit)]
+    store = feedback_of(request)
+    if conversation is not None:
+        # someone else's conversation is reported like a missing one
+        await store.conversations.get_conversation(conversation, user_id=user.id)
+    return [f.as_dict() for f in await store.of_user(user.id, limit=limit, conversation=conversation)]
+
+
+# ------------------------------------------------------------------ continuous learning: runs and adapters
+# The learner lives as long as the app: this router's lifespan is merged into the app's (inside the
+# swarm's: it starts after the swarm and stops before it).
+@asynccontextmanager
+async def _learner_lifespan(app: Any) -> AsyncIterator[None]:
+    from shoal.learn.continuous import Learner
+
+    state = app.state
+    if getattr(state, "learner", None) is not None:  # a second lifespan on the same app (another test client)
+        yield
+        return
+    swarm = state.swarm
+    learner = state.learner = Learner(swarm.db, swarm.env.settings.home, lambda: swarm.config)
+    await learner.start()
+    try:
+        yield
+    finally:
+        await learner.stop()
+        state.learner = None
+
+
+runs_router = APIRouter(prefix="/learn", tags=["learn"], lifespan=_learner_lifespan)
+
+
+def learner_of(request: Request) -> Any:
+    learner = getattr(request.app.state, "learner", None)
+    if learner is None:
+        from shoal.learn.continuous import Learner
+
+        swarm = request.app.state.swarm
+        learner = Learner(swarm.db, swarm.env.settings.home, lambda: swarm.config)  # not started: reads only
+    return learner
+
+
+def _summary(job: dict[str, Any]) -> dict[str, Any]:
+    keep = ("id", "bot", "owner_names", "trigger", "state", "created_at", "started_at", "ended_at", "error",
+            "dataset", "version", "progress", "steps", "paused_seconds", "tokens_per_second")
+    out = {k: job.get(k) for k in keep}
+    decision = job.get("decision") or {}
+    out["promoted"] = decision.get("promoted")
+    out["reason"] = decision.get("reason")
+    return out
+
+
+def _detail(job: dict[str, Any]) -> dict[str, Any]:
+    """A run with its loss curve and its evaluation table (torch during training; llama.cpp when promoting)."""
+    scores = job.get("scores") or {}
+    decision = job.get("decision") or {}
+    served, cand = decision.get("current") or {}, decision.get("candidate") or {}
+    table = [
+        {"set": name, "base": scores.get(f"{key}_base"), "tuned": scores.get(f"{key}_tuned"),
+         "served": served.get(key), "candidate": cand.get(key)}
+        for name, key in (("validation", "val_loss"), ("canary", "canary_loss"))
+    ]
+    return {**_summary(job), "losses": job.get("losses", []), "evaluation": table, "decision": decision or None,
+            "train": job.get("train"), "served_before": job.get("served_before"), "canary_margin": job.get("canary_margin")}
+
+
+def _may_train(user: User, config: Any) -> bool:
+    return user.is_admin or user.name in config.learn.users
+
+
+class RunIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    bot: str | None = Field(default=None, max_length=64, description="the bot to train (default: the first learn.bots)")
+
+
+@runs_router.get("/bots", summary="Which adapter each bot serves, and whether it learns by itself")
+async def learn_bots(request: Request, user: User = Depends(current_user)) -> list[dict[str, Any]]:
+    from shoal.learn.adapters import AdapterRegistry
+    from shoal.errors import ShoalError
+
+    swarm = request.app.state.swarm
+    config = swarm.config
+    learner = learner_of(request)
+    home = swarm.env.settings.home
+    learning = set(learner.bots()) if config.learn.enabled else set()
+    out = []
+    for b in config.bots:
+        reg = AdapterRegistry(home, b.name)
+        row: dict[str, Any] = {"bot": b.name, "role": b.role, "adapter": b.adapter, "learning": b.name in learning}
+        try:
+            row["promoted"] = reg.current
+            row["serving"] = (reg.current if b.adapter == "latest" else b.adapter) if b.adapter else ""
+            if row["serving"]:
+                reg.card(row["serving"])
+        except ShoalError as exc:  # a damaged registry or a missing version: the base model answers
+            row["serving"], row["problem"] = "", exc.message
+        row["may_train"] = b.name in learning and _may_train(user, config)
+        if row["may_train"]:
+            row.update(await learner.status(b.name))
+        out.append(row)
+    return out
+
+
+@runs_router.get("/runs", summary="Training runs on your own verdicts (admins: every run), newest first")
+async def list_runs(
+    request: Request, bot: str | None = Query(None, max_length=64), limit: int = Query(50, ge=1, le=1000),
+    user: User = Depends(current_user),
+) -> list[dict[str, Any]]:
+    from shoal.learn.continuous import all_runs, may_see
+
+    home = request.app.state.swarm.env.settings.home
+    return [_summary(j) for j in all_runs(home, bot) if may_see(j, user)][:limit]
+
+
+@runs_router.get("/runs/{run_id}", summary="One run: loss curve, evaluation, promoted or not and why")
+async def get_run(run_id: str, request: Request, user: User = Depends(current_user)) -> dict[str, Any]:
+    from shoal.learn.continuous import find_run
+
+    return _detail(find_run(request.app.state.swarm.env.settings.home, run_id, user))
+
+
+@runs_router.post("/runs", status_code=202, summary="Start a training run now (admins and the people in learn.users)")
+async def start_run(body: RunIn, request: Request, user: User = Depends(current_user)) -> dict[str, Any]:
+    from shoal.errors import PermissionDenied
+
+    config = request.app.state.swarm.config
+    learner = getattr(request.app.state, "learner", None)
+    if not config.learn.enabled or learner is None:
+        raise BadInput("continuous learning is off", hint="set [learn] enabled = true and users = [...] in shoal.toml")
+    if not _may_train(user, config):
+        raise PermissionDenied("only admins and the people listed in learn.users may start a training run")
+    bots = learner.bots()
+    bot = body.bot or (bots[0] if bots else None)
+    if bot not in bots:
+        raise BadInput(f"bot '{bot}' does not learn continuously (learn.bots: {', '.join(bots) or 'none'})")
+    return _summary(await learner.start_run(bot, f"started by {user.name}"))
+
+
+# under /api with the rest (and its lifespan with the router's, so app.py includes just `router`)
+router.include_router(runs_router)

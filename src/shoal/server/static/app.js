@@ -106,10 +106,21 @@ const socket = {
   subscribe(id) {
     const c = conv(id);
     return this.send({ type: "subscribe", conversation: id, after: c.lastSeq })
-      .then((r) => { c.loaded = true; return r; })
+      .then((r) => { c.loaded = true; loadFeedback(id); return r; })
       .catch((e) => toast(e.message, e.hint));
   },
 };
+
+/* learning (issue 14): your verdicts are not events; after the replay, read them back */
+async function loadFeedback(id) {
+  try {
+    const c = conv(id);
+    for (const f of await api("GET", "/api/feedback?conversation=" + encodeURIComponent(id))) {
+      const m = c.byId[f.message];
+      if (m) Object.assign(m, { rating: f.rating, correction: f.correction });
+    }
+  } catch (e) { toast(e.message, e.hint); }
+}
 
 /* ------------------------------------------------------------------ events -> view */
 function turnOf(c, id, text) {
@@ -143,6 +154,8 @@ function applyEvent(ev) {
       break;
     }
     case "reply.start":
+      // written again at the person's request: the earlier reply stays, shown as replaced
+      if (ev.replaces && c.byId[ev.replaces]) c.byId[ev.replaces].replaced = true;
       upsertMessage(c, { id: ev.message_id, role: "assistant", bot: ev.bot, content: "", streaming: true,
         interjection: ev.interjection, recalled: ev.recalled || [], ts: ev.ts, reply_to: ev.turn });
       break;
@@ -347,6 +360,16 @@ const Chat = {
     c() { return state.current ? conv(state.current) : null; },
     title() { const x = state.conversations.find((v) => v.id === state.current); return (x && x.title) || "New conversation"; },
     replying() { return this.c && this.c.messages.some((m) => m.streaming); },
+    // the reply "↻ again" may write again: the latest one, to the latest message
+    latestReply() {
+      const ms = this.c ? this.c.messages : [];
+      for (let i = ms.length - 1; i >= 0; i--) {
+        const m = ms[i];
+        if (m.role === "user") return null;
+        if (m.role === "assistant" && !m.replaced && !m.interjection) return m.id;
+      }
+      return null;
+    },
     limit() { return (state.me && state.me.limits && state.me.limits.max_message_chars) || 16000; },
   },
   methods: {
@@ -366,6 +389,12 @@ const Chat = {
       try {
         const r = await api("PUT", "/api/messages/" + m.id + "/feedback", { rating: m.rating === rating ? "none" : rating });
         m.rating = r.rating;
+      } catch (e) { toast(e.message, e.hint); }
+    },
+    async again(m) {
+      try {
+        await api("POST", "/api/messages/" + m.id + "/regenerate");
+        m.replaced = true;
       } catch (e) { toast(e.message, e.hint); }
     },
     async correct(m) {
@@ -419,21 +448,24 @@ const Chat = {
           <button class="btn small" @click="send('What should I plan for a weekend in York?')">What should I plan for a weekend in York?</button>
         </div>
       </div>
-      <div v-for="m in (c ? c.messages : [])" :key="m.id" class="msg" :class="[m.role, {interjection: m.interjection}]" :data-test="'msg-' + m.role">
+      <div v-for="m in (c ? c.messages : [])" :key="m.id" class="msg" :class="[m.role, {interjection: m.interjection, replaced: m.replaced}]" :data-test="'msg-' + m.role" :data-id="m.id">
         <div>
           <div class="who">
             <span>{{ m.role === 'user' ? 'you' : (m.bot || 'shoal') }}</span>
             <span class="tag" v-if="m.interjection">interjecting</span>
+            <span class="tag" v-if="m.replaced" data-test="replaced" title="you asked for this reply again; shoal learns it was not what you wanted">replaced — asked again</span>
             <span class="tag warn" v-if="m.status === 'interrupted'">interrupted</span>
             <span class="tag err" v-if="m.status === 'error' || m.failed">{{ m.failed ? 'not sent' : 'error' }}</span>
             <span v-if="m.pending" class="tag">sending…</span>
           </div>
           <div class="bubble" :data-test="m.role === 'assistant' ? 'reply' : 'user-bubble'">{{ m.content }}<span class="cursor" v-if="m.streaming"></span></div>
           <button class="msg-delete" v-if="!m.pending && !m.streaming" @click="removeMessage(m)" title="delete this message and everything made from it" data-test="delete-message">🗑</button>
-          <div class="msg-rate" v-if="m.role === 'assistant' && !m.streaming && !String(m.id).startsWith('local-')" data-test="rate">
-            <button class="btn small" :class="{primary: m.rating === 'good'}" @click="rate(m, 'good')" title="a good reply (shoal learns from it)" data-test="rate-good" aria-label="good reply">✓ good</button>
-            <button class="btn small" :class="{primary: m.rating === 'bad'}" @click="rate(m, 'bad')" title="a bad reply" data-test="rate-bad" aria-label="bad reply">✗ bad</button>
+          <div class="msg-rate" :class="{rated: m.rating || m.correction}" v-if="m.role === 'assistant' && !m.streaming && !m.replaced && !String(m.id).startsWith('local-')" data-test="rate">
+            <button class="btn small" :class="{primary: m.rating === 'good'}" @click="rate(m, 'good')" title="a good reply (shoal learns from it)" data-test="rate-good" aria-label="good reply" :aria-pressed="m.rating === 'good' ? 'true' : 'false'">✓ good</button>
+            <button class="btn small" :class="{bad: m.rating === 'bad'}" @click="rate(m, 'bad')" title="a bad reply (left out of what shoal learns from)" data-test="rate-bad" aria-label="bad reply" :aria-pressed="m.rating === 'bad' ? 'true' : 'false'">✗ bad</button>
+            <span class="tag" v-if="m.rating" data-test="rated">{{ m.rating === 'good' ? 'rated good' : 'rated bad' }}</span>
             <button class="btn small" @click="correct(m)" title="edit it into the reply you wanted" data-test="rate-fix">✎</button>
+            <button class="btn small" v-if="m.id === latestReply && !replying" @click="again(m)" title="write this reply again (this one is kept as what you did not want)" data-test="again">↻ again</button>
             <span class="tag" v-if="m.correction" :title="m.correction">corrected</span>
           </div>
           <div class="recalled" v-if="m.recalled && m.recalled.length" title="memories given to this reply">
@@ -730,7 +762,7 @@ const Users = {
 };
 
 const Shell = {
-  components: { Logo, Icon, Chat, Headspace, Memories, Bots, Tokens, Users, ClusterView, NodesView },
+  components: { Logo, Icon, Chat, Headspace, Memories, Bots, Tokens, Users, ClusterView, NodesView, LearnView },
   computed: {
     initial() { return state.me ? state.me.name.slice(0, 1).toUpperCase() : "?"; },
   },
@@ -751,6 +783,7 @@ const Shell = {
         <button :class="{on: state.view === 'bots'}" @click="go('bots')" data-test="nav-bots"><Icon name="bots"/> Bots</button>
         <button :class="{on: state.view === 'cluster'}" @click="go('cluster')" data-test="nav-cluster"><Icon name="bots"/> Cluster</button>
         <button :class="{on: state.view === 'nodes'}" @click="go('nodes')" data-test="nav-nodes"><Icon name="bots"/> Nodes</button>
+        <button :class="{on: state.view === 'learn'}" @click="go('learn')" data-test="nav-learn"><Icon name="memory"/> Learning</button>
         <button :class="{on: state.view === 'tokens'}" @click="go('tokens')"><Icon name="key"/> API tokens</button>
         <button v-if="state.me.admin" :class="{on: state.view === 'users'}" @click="go('users')"><Icon name="users"/> Users</button>
       </div>
@@ -779,6 +812,7 @@ const Shell = {
     <Bots v-else-if="state.view === 'bots'"/>
     <ClusterView v-else-if="state.view === 'cluster'"/>
     <NodesView v-else-if="state.view === 'nodes'" :admin="state.me.admin"/>
+    <LearnView v-else-if="state.view === 'learn'"/>
     <Tokens v-else-if="state.view === 'tokens'"/>
     <Users v-else-if="state.view === 'users' && state.me.admin"/>
   </div>`,
@@ -803,7 +837,7 @@ async function start() {
   await loadConversations();
   const m = location.hash.match(/^#\/c\/(\w+)/);
   if (m && state.conversations.some((c) => c.id === m[1])) await openConversation(m[1]);
-  else if (location.hash.startsWith("#/") && ["memories", "bots", "cluster", "nodes", "tokens", "users"].includes(location.hash.slice(2))) state.view = location.hash.slice(2);
+  else if (location.hash.startsWith("#/") && ["memories", "bots", "cluster", "nodes", "learn", "tokens", "users"].includes(location.hash.slice(2))) state.view = location.hash.slice(2);
   else if (state.conversations.length) await openConversation(state.conversations[0].id);
 }
 
