@@ -17,7 +17,7 @@ from shoal.runtime.nats_mesh import connect
 from shoal.store.conversations import ConversationStore
 from shoal.store.db import Database
 
-from .conftest import MESH_CONFIG, NatsAuthServer
+from .conftest import MESH_CONFIG, NatsServer
 
 
 def test_every_method_a_role_may_call_exists_on_its_store() -> None:
@@ -39,7 +39,7 @@ class World:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    server = NatsAuthServer(tmp_path / "nats").start()
+    server = NatsServer(tmp_path / "nats").start()
     db = await Database(tmp_path / "shoal.db").open()
     conversations, memories = ConversationStore(db), MemoryStore(db)
     if memories.vectors:

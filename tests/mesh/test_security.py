@@ -16,11 +16,11 @@ from shoal.runtime.swarm import Swarm
 from shoal.runtime.worker import Worker
 from shoal.runtime.workers import JOIN
 
-from .conftest import MESH_CONFIG, NatsAuthServer, WorkerProcess, mesh_env, mesh_toml
+from .conftest import MESH_CONFIG, NatsServer, WorkerProcess, mesh_env, mesh_toml
 
 
 async def test_a_worker_with_wrong_credentials_cannot_join(tmp_path: Path) -> None:
-    server = NatsAuthServer(tmp_path / "nats", "authorization { user: shoal, password: s3cret }").start()
+    server = NatsServer(tmp_path / "nats", "authorization { user: shoal, password: s3cret }").start()
     try:
         wrong = WorkerProcess(
             tmp_path / "worker", server.url, toml='[mesh]\nkind = "nats"\nuser = "shoal"\npassword = "guess"\n'
@@ -38,7 +38,7 @@ async def test_a_worker_with_wrong_credentials_cannot_join(tmp_path: Path) -> No
 
 
 async def test_a_token_is_required_when_the_server_asks_for_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    server = NatsAuthServer(tmp_path / "nats", "authorization { token: t0ken-of-trust }").start()
+    server = NatsServer(tmp_path / "nats", "authorization { token: t0ken-of-trust }").start()
     try:
         with pytest.raises(BackendUnavailable, match="credentials were refused"):
             await connect(MeshConfig(kind="nats", url=server.url, token="nope"), "wrong")
@@ -93,7 +93,7 @@ def _certs(d: Path) -> dict[str, Path]:
 
 async def test_with_mutual_tls_only_a_client_with_a_certificate_of_the_ca_joins(tmp_path: Path) -> None:
     c = _certs(tmp_path / "certs")
-    server = NatsAuthServer(
+    server = NatsServer(
         tmp_path / "nats",
         f'tls {{ cert_file: "{c["server_cert"]}", key_file: "{c["server_key"]}", ca_file: "{c["ca"]}", verify: true }}',
     ).start()
@@ -114,7 +114,7 @@ async def test_with_mutual_tls_only_a_client_with_a_certificate_of_the_ca_joins(
 
 
 async def test_the_server_refuses_workers_with_unknown_bots_wrong_roles_or_another_protocol(
-    tmp_path: Path, nats: NatsAuthServer
+    tmp_path: Path, nats: NatsServer
 ) -> None:
     env = mesh_env(tmp_path / "server", mesh_toml(nats.url))
     local = parse_config(MESH_CONFIG)
