@@ -87,7 +87,7 @@ async def connect(config: MeshConfig, name: str) -> Any:
         await _discard(probe)
         raise BackendUnavailable(
             f"cannot join NATS at {config.url}: {_reason(exc)}",
-            hint="check [mesh] user/password/token/nkey_seed/tls_* in shoal.toml against the server's authorization",
+            hint="check [mesh] user/password/token/nkey_seed/creds/tls_* in shoal.toml against the server's authorization",
         ) from exc
     await probe.close()
     return await nats.connect(**opts, error_cb=_error)
