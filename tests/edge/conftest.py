@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,21 +16,10 @@ from typing import Any, Iterator
 
 import pytest
 
+from .._servers import NatsServer, wait_port
 from ..conftest import ROOT, free_port
 
-NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def wait_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            s.settimeout(0.2)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
 
 
 def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):  # type: ignore[no-untyped-def]
@@ -42,32 +30,6 @@ def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1, what: str 
             return value
         time.sleep(interval)
     raise TimeoutError(f"{what} not met within {timeout} s")
-
-
-class NatsServer:
-    """``nats-server -js -sd <dir> -p <port> -a 127.0.0.1``; stop/start keeps the store (a network cut)."""
-
-    def __init__(self, store: Path) -> None:
-        if not Path(NATS).exists():
-            pytest.skip("nats-server is not installed (make test installs Debian's nats-server)")
-        self.store = store
-        self.port = free_port()
-        self.url = f"nats://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> "NatsServer":
-        self.proc = subprocess.Popen(
-            [NATS, "-js", "-sd", str(self.store), "-p", str(self.port), "-a", "127.0.0.1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        wait_port(self.port)
-        return self
-
-    def stop(self, *, hard: bool = False) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL if hard else signal.SIGTERM)
-            self.proc.wait(timeout=15)
-        self.proc = None
 
 
 @pytest.fixture

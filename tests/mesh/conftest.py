@@ -14,44 +14,16 @@ import pytest
 
 from shoal.config import Env, Settings, parse_config
 
-from ..conftest import ROOT, TEST_CONFIG, free_port
-from ..edge.conftest import NATS, wait_for, wait_port
+from .._servers import NatsServer
+from ..conftest import ROOT, TEST_CONFIG
+from ..edge.conftest import wait_for
 
-__all__ = ["NatsAuthServer", "WorkerProcess", "mesh_toml", "wait_for"]
-
-
-class NatsAuthServer:
-    """``nats-server -c <conf>``: JetStream in a temp dir, on a free port, with the given authorization block."""
-
-    def __init__(self, base: Path, authorization: str = "") -> None:
-        if not Path(NATS).exists():
-            pytest.skip("nats-server is not installed (make test installs Debian's nats-server)")
-        base.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.url = f"nats://127.0.0.1:{self.port}"
-        self.conf = base / "nats.conf"
-        self.conf.write_text(
-            f'listen: "127.0.0.1:{self.port}"\njetstream {{ store_dir: "{base / "js"}" }}\n{authorization}\n'
-        )
-        self.log = base / "nats.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> "NatsAuthServer":
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([NATS, "-c", str(self.conf)], stdout=log, stderr=log)
-        wait_port(self.port)
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=15)
-        self.proc = None
+__all__ = ["NatsServer", "WorkerProcess", "mesh_toml", "wait_for"]
 
 
 @pytest.fixture
-def nats(tmp_path: Path) -> Iterator[NatsAuthServer]:
-    server = NatsAuthServer(tmp_path / "nats").start()
+def nats(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path / "nats").start()
     yield server
     server.stop()
 

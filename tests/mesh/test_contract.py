@@ -14,7 +14,7 @@ from shoal.runtime.mesh_config import MeshConfig
 from shoal.runtime.messages import Ack, ReplyDelta, Route, StatusQuery, UserTurn
 from shoal.runtime.nats_mesh import NatsMesh
 
-from .conftest import NatsAuthServer
+from .conftest import NatsServer
 
 
 @pytest.fixture(params=["inprocess", "nats"])
@@ -24,7 +24,7 @@ async def mesh(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[object
         yield m
         await m.close()  # type: ignore[attr-defined]
         return
-    server = NatsAuthServer(tmp_path / "nats").start()
+    server = NatsServer(tmp_path / "nats").start()
     m = await NatsMesh(MeshConfig(kind="nats", url=server.url)).start()
     try:
         yield m
@@ -112,8 +112,8 @@ async def test_closed_subscriptions_get_nothing_more(mesh) -> None:  # type: ign
 
 # -- NATS only: several instances of one bot, durable subjects -------------------------------
 @pytest.fixture
-async def nats_pair(tmp_path) -> AsyncIterator[tuple[NatsMesh, NatsMesh, NatsAuthServer]]:  # type: ignore[no-untyped-def]
-    server = NatsAuthServer(tmp_path / "nats").start()
+async def nats_pair(tmp_path) -> AsyncIterator[tuple[NatsMesh, NatsMesh, NatsServer]]:  # type: ignore[no-untyped-def]
+    server = NatsServer(tmp_path / "nats").start()
     cfg = MeshConfig(kind="nats", url=server.url)
     a, b = await NatsMesh(cfg, name="a").start(), await NatsMesh(cfg, name="b").start()
     try:
@@ -177,7 +177,7 @@ async def test_a_durable_route_waits_for_a_bot_that_is_away_and_a_republish_is_k
 
 
 async def test_a_nats_restart_loses_no_route_and_doubles_none(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    server = NatsAuthServer(tmp_path / "nats").start()
+    server = NatsServer(tmp_path / "nats").start()
     cfg = MeshConfig(kind="nats", url=server.url)
     a, b = await NatsMesh(cfg, name="a").start(), await NatsMesh(cfg, name="b").start()
     try:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import json
+import os
+import signal
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -11,13 +15,14 @@ import pytest
 from shoal.config import parse_config
 from shoal.errors import NotFound, PermissionDenied
 from shoal.memory.store import MemoryStore, NewMemory
-from shoal.runtime.dataservice import ROLE_METHODS, DataService, Grants, RemoteStore
+from shoal.runtime import nats_wire as wire
+from shoal.runtime.dataservice import ROLE_METHODS, SUBJECT, DataService, Grants, RemoteStore
 from shoal.runtime.mesh_config import MeshConfig
 from shoal.runtime.nats_mesh import connect
 from shoal.store.conversations import ConversationStore
 from shoal.store.db import Database
 
-from .conftest import MESH_CONFIG, NatsAuthServer
+from .conftest import MESH_CONFIG, NatsServer
 
 
 def test_every_method_a_role_may_call_exists_on_its_store() -> None:
@@ -30,8 +35,12 @@ def test_every_method_a_role_may_call_exists_on_its_store() -> None:
 
 
 class World:
-    def __init__(self, db: Database, conversations: ConversationStore, memories: MemoryStore, data: DataService, nc: object) -> None:
+    def __init__(
+        self, db: Database, conversations: ConversationStore, memories: MemoryStore, data: DataService, nc: object,
+        server: NatsServer,
+    ) -> None:
         self.db, self.conversations, self.memories, self.data, self.nc = db, conversations, memories, data, nc
+        self.server = server
 
     def remote(self, store: str, bot: str) -> RemoteStore:
         return RemoteStore(self.nc, store, bot, timeout=5)
@@ -39,7 +48,7 @@ class World:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    server = NatsAuthServer(tmp_path / "nats").start()
+    server = NatsServer(tmp_path / "nats").start()
     db = await Database(tmp_path / "shoal.db").open()
     conversations, memories = ConversationStore(db), MemoryStore(db)
     if memories.vectors:
@@ -49,7 +58,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     data = DataService(host_nc, conversations, memories, parse_config(MESH_CONFIG), Grants(seconds=60))
     await data.start()
     try:
-        yield World(db, conversations, memories, data, worker_nc)
+        yield World(db, conversations, memories, data, worker_nc, server)
     finally:
         await data.stop()
         await worker_nc.close()
@@ -138,3 +147,40 @@ async def test_a_grant_lapses(world: World) -> None:
     world.data.grants.give(conv.id, {ana.id})
     with pytest.raises(NotFound):
         await world.remote("conversations", "thinker").history(conv.id, limit=5)
+
+
+async def test_a_call_asked_twice_with_its_id_runs_once_and_gets_the_first_answer(world: World) -> None:
+    ana = await world.conversations.ensure_user("ana")
+    conv = await world.conversations.create_conversation(ana.id)
+    msg = await world.conversations.add_message(conv.id, "user", "I am vegan.", user_id=ana.id)
+    world.data.grants.give(conv.id, {ana.id})
+    kwargs = {"user_id": ana.id, "conversation_id": conv.id, "facts": [], "sources": [msg.id], "bot": "memory",
+              "note": "I am vegan."}
+    body = json.dumps({"bot": "memory", "store": "memories", "method": "propose", "args": [],
+                       "kwargs": wire.to_wire(kwargs), "call": "c0ffee"}).encode()
+    first = await world.nc.request(SUBJECT, body, timeout=10)  # type: ignore[attr-defined]
+    again = await world.nc.request(SUBJECT, body, timeout=10)  # type: ignore[attr-defined]  # its answer was lost, say
+    assert first.data == again.data and world.data.repeated == 1
+    assert len(await world.memories.pending(conv.id)) == 1  # proposed once, not twice
+    other = json.loads(body)
+    other["call"] = "another"  # the same arguments in another call: a call of its own
+    await world.nc.request(SUBJECT, json.dumps(other).encode(), timeout=10)  # type: ignore[attr-defined]
+    assert len(await world.memories.pending(conv.id)) == 2 and world.data.repeated == 1
+
+
+async def test_a_call_lost_with_a_nats_server_that_died_is_asked_again_after_the_restart(world: World) -> None:
+    ana = await world.conversations.ensure_user("ana")
+    conv = await world.conversations.create_conversation(ana.id)
+    msg = await world.conversations.add_message(conv.id, "user", "I am vegan.", user_id=ana.id)
+    world.data.grants.give(conv.id, {ana.id})
+    remote = RemoteStore(world.nc, "memories", "memory", timeout=60)
+    assert world.server.proc is not None
+    os.kill(world.server.proc.pid, signal.SIGSTOP)  # frozen: what reaches its socket now is never read
+    call = asyncio.ensure_future(remote.propose(ana.id, conv.id, [], sources=[msg.id], bot="memory", note="I am vegan."))
+    await asyncio.sleep(0.5)  # the client's flusher writes the request into the frozen server's socket
+    assert not call.done()
+    world.server.stop(hard=True)  # the request dies with it
+    world.server.start()  # same port, same store: both clients reconnect
+    rows = await asyncio.wait_for(call, 60)
+    assert [r["text"] for r in rows] == ["I am vegan."]
+    assert [r["text"] for r in await world.memories.pending(conv.id)] == ["I am vegan."]  # and it ran once

@@ -12,7 +12,7 @@ from shoal.runtime.swarm import Swarm
 from shoal.runtime.worker import Worker
 from shoal.runtime.workers import Registry
 
-from .conftest import MESH_CONFIG, NatsAuthServer, mesh_env, mesh_toml
+from .conftest import MESH_CONFIG, NatsServer, mesh_env, mesh_toml
 
 
 def test_a_worker_is_dead_after_its_missed_heartbeats_and_its_bots_are_lost() -> None:
@@ -38,7 +38,7 @@ async def wait(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-unt
         await asyncio.sleep(0.05)
 
 
-async def test_the_server_runs_a_remote_bot_itself_while_no_worker_has_it(tmp_path: Path, nats: NatsAuthServer) -> None:
+async def test_the_server_runs_a_remote_bot_itself_while_no_worker_has_it(tmp_path: Path, nats: NatsServer) -> None:
     env = mesh_env(tmp_path / "server", mesh_toml(nats.url, remote='["thinker"]', extra='fallback = "inprocess"'))
     async with Swarm(env) as swarm:
         assert "thinker" not in swarm.bots  # left to a worker at first

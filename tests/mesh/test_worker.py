@@ -15,7 +15,7 @@ from shoal.runtime.messages import ThoughtStart, TurnSettled
 from shoal.runtime.swarm import Swarm
 
 from ..conftest import ROOT
-from .conftest import NatsAuthServer, WorkerProcess, mesh_env, mesh_toml
+from .conftest import NatsServer, WorkerProcess, mesh_env, mesh_toml
 
 BOB = "Hi! My name is Bob and I live in Leeds."
 #: what every turn of this config stores, on either mesh
@@ -38,7 +38,7 @@ async def stored_kinds(swarm: Swarm, conv: str, turn: str) -> set[str]:
 
 @pytest.mark.timeout(600)  # three real turns over two processes; slow only on a loaded machine
 async def test_a_worker_process_runs_thinker_and_memory_and_a_kill_9_loses_and_doubles_nothing(
-    tmp_path: Path, nats: NatsAuthServer
+    tmp_path: Path, nats: NatsServer
 ) -> None:
     env = mesh_env(tmp_path / "server", mesh_toml(nats.url))
     worker = WorkerProcess(tmp_path / "worker", nats.url).start()

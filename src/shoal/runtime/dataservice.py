@@ -17,15 +17,24 @@ What a worker may ask is bounded three ways:
   conversation it names;
 * **answers** — a refusal looks like an unknown id (``NotFound``), so a
   worker learns nothing about data it was not given.
+
+A NATS restart can lose a request or its answer (core request/reply is at
+most once). Each call carries a random ``call`` id; the worker asks again,
+with the same id, when its connection was re-made while it waited (and while
+nobody answers, until its timeout), and the service answers a repeated id
+with the first answer — the store method runs once however often it is asked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import hashlib
 import inspect
 import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +44,10 @@ from shoal.runtime import nats_wire as wire
 log = logging.getLogger(__name__)
 
 SUBJECT = "shoal.data"
+#: answers the service keeps for a worker that asks again (count, and seconds at least)
+KEEP_ANSWERS, KEEP_SECONDS = 1024, 120.0
+#: seconds between a waiting call's looks at its connection (re-made: ask again)
+WATCH = 0.2
 
 #: per role, the store methods its bots may call through the data service (tests check them
 #: against the stores' signatures)
@@ -108,6 +121,13 @@ class DataService:
         self.refused = 0
         self._sub: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: digest of a request with a call id -> (its answer, being made or made, and when it was asked)
+        self._answers: collections.OrderedDict[bytes, tuple[asyncio.Task[tuple[bytes, dict[str, str]]], float]] = (
+            collections.OrderedDict()
+        )
+        self._keep = max(KEEP_SECONDS, 2 * float(getattr(getattr(config, "mesh", None), "data_timeout", 0) or 0))
+        #: requests answered from ``_answers`` (a worker asked again)
+        self.repeated = 0
         #: is this bot allowed to run in a worker now? (set by the host)
         self.remote_ok: Any = lambda name: True
 
@@ -120,9 +140,11 @@ class DataService:
                 await self._sub.unsubscribe()
             except Exception:  # noqa: BLE001 - the connection may be closing
                 pass
-        for t in list(self._tasks):
+        running = list(self._tasks) + [t for t, _ in self._answers.values()]
+        for t in running:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*running, return_exceptions=True)
+        self._answers.clear()
 
     async def _on_request(self, m: Any) -> None:
         task = asyncio.get_running_loop().create_task(self._answer(m))
@@ -132,21 +154,50 @@ class DataService:
     async def _answer(self, m: Any) -> None:
         try:
             req = json.loads(m.data)
+        except ValueError as exc:
+            body, headers = wire.error_body(exc), {wire.KIND: "x"}
+        else:
+            if isinstance(req, dict) and req.get("call"):
+                body, headers = await self._once(hashlib.sha256(m.data).digest(), req)
+            else:
+                body, headers = await self._run(req)
+        if m.reply:
+            await self.nc.publish(m.reply, body, headers=headers)
+
+    async def _once(self, key: bytes, req: Any) -> tuple[bytes, dict[str, str]]:
+        """The answer to a call with an id: run once; asked again (same body, same id), the same answer."""
+        now = time.monotonic()
+        while self._answers:
+            _, (oldest, asked) = next(iter(self._answers.items()))
+            if len(self._answers) < KEEP_ANSWERS and now - asked < self._keep:
+                break
+            if not oldest.done():
+                break  # never forget a call still running (its repeat would run it twice)
+            self._answers.popitem(last=False)
+        kept = self._answers.get(key)
+        if kept is None:
+            task = asyncio.get_running_loop().create_task(self._run(req))
+            self._answers[key] = (task, now)
+        else:
+            task = kept[0]
+            self.repeated += 1
+        return await asyncio.shield(task)
+
+    async def _run(self, req: Any) -> tuple[bytes, dict[str, str]]:
+        try:
             result = await self.call(
                 str(req["bot"]), str(req["store"]), str(req["method"]), wire.from_wire(req.get("args", [])),
                 wire.from_wire(req.get("kwargs", {})),
             )
-            body, headers = wire.dumps(result), {wire.KIND: "d"}
             self.answered += 1
+            return wire.dumps(result), {wire.KIND: "d"}
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - the worker gets the error
             if not isinstance(exc, ShoalError):
                 log.exception("data service failed")
             self.refused += isinstance(exc, (NotFound, PermissionDenied))
-            body, headers = wire.error_body(exc), {wire.KIND: "x"}
-        if m.reply:
-            await self.nc.publish(m.reply, body, headers=headers)
+            return wire.error_body(exc), {wire.KIND: "x"}
 
     async def call(self, bot: str, store: str, method: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         """Run ``store.method(*args, **kwargs)`` for ``bot`` if its role and the grants allow it."""
@@ -218,27 +269,53 @@ class RemoteStore:
             raise AttributeError(method)
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            import nats.errors
-
             body = json.dumps(
                 {"bot": self._bot, "store": self._store, "method": method, "args": wire.to_wire(list(args)),
-                 "kwargs": wire.to_wire(kwargs)},
+                 "kwargs": wire.to_wire(kwargs), "call": uuid.uuid4().hex},
                 separators=(",", ":"),
             ).encode()
-            try:
-                reply = await self._nc.request(SUBJECT, body, timeout=self._timeout)
-            except nats.errors.NoRespondersError:
-                raise BackendUnavailable(
-                    f"the server's data service does not answer ({self._store}.{method})", hint="is `shoal up --mesh nats` running?"
-                ) from None
-            except nats.errors.TimeoutError:
-                raise BackendUnavailable(
-                    f"the server's data service took longer than {self._timeout} s ({self._store}.{method})",
-                    hint="raise [mesh] data_timeout, or check the server",
-                ) from None
+            reply = await self._ask(body, f"{self._store}.{method}")
             if (reply.headers or {}).get(wire.KIND) == "x":
                 raise wire.error_from(json.loads(reply.data))
             return wire.loads(reply.data)
 
         call.__name__ = method
         return call
+
+    async def _ask(self, body: bytes, what: str) -> Any:
+        """The service's answer to ``body``, asking again while the connection is re-made or nobody answers."""
+        import nats.errors
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        pause = 0.05
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                raise BackendUnavailable(
+                    f"the server's data service took longer than {self._timeout} s ({what})",
+                    hint="raise [mesh] data_timeout, or check the server",
+                )
+            reconnects = self._nc.stats["reconnects"]
+            ask = asyncio.ensure_future(self._nc.request(SUBJECT, body, timeout=left))
+            try:
+                while not ask.done() and self._nc.stats["reconnects"] == reconnects:
+                    await asyncio.wait({ask}, timeout=WATCH)
+            finally:
+                if not ask.done():
+                    ask.cancel()  # the request or its answer may have gone with the old connection
+                    await asyncio.gather(ask, return_exceptions=True)
+            if ask.cancelled():
+                continue
+            try:
+                return ask.result()
+            except nats.errors.NoRespondersError:
+                # nobody serves shoal.data (yet: after a NATS restart the server resubscribes a moment later)
+                if loop.time() + pause >= deadline:
+                    raise BackendUnavailable(
+                        f"the server's data service does not answer ({what})", hint="is `shoal up --mesh nats` running?"
+                    ) from None
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
+            except nats.errors.TimeoutError:
+                continue  # the deadline says whether there is time to ask again

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class MeshConfig(BaseModel):
@@ -46,6 +46,13 @@ class MeshConfig(BaseModel):
     tls_cert: str = Field(default="", description="client certificate (mutual TLS)")
     tls_key: str = Field(default="", description="client key (mutual TLS)")
 
+    @model_validator(mode="after")
+    def _one_credential(self) -> "MeshConfig":
+        given = [name for name in ("user", "token", "nkey_seed", "creds") if getattr(self, name)]
+        if len(given) > 1:
+            raise ValueError(f"give one NATS credential, not {' and '.join(given)}")
+        return self
+
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
@@ -71,9 +78,9 @@ class MeshConfig(BaseModel):
         if token:
             opts["token"] = token
         if self.nkey_seed:
-            opts["nkeys_seed"] = str(Path(self.nkey_seed).expanduser())
+            opts["nkeys_seed"] = str(user_seed_file(self.nkey_seed, "nkey_seed"))
         if self.creds:
-            opts["user_credentials"] = str(Path(self.creds).expanduser())
+            opts["user_credentials"] = str(user_seed_file(self.creds, "creds"))
         if self.tls_ca or self.tls_cert or self.url.startswith("tls://"):
             import ssl
 
@@ -83,3 +90,38 @@ class MeshConfig(BaseModel):
             opts["tls"] = ctx
             opts["tls_hostname"] = None
         return opts
+
+
+def user_seed_file(path: str, field: str) -> Path:
+    """``path`` (an nkey seed file, or a .creds file with ``field="creds"``) if it holds a NATS user seed.
+
+    nats-py reads these files only while it connects and fails there with a bare
+    ``nkeys: invalid seed``; checked here, the error names the file and the setting.
+    """
+    import nkeys
+
+    from shoal.errors import ConfigError
+
+    p = Path(path).expanduser()
+    what = "a NATS .creds file" if field == "creds" else "an nkey seed file"
+    hint = (
+        "`nsc generate creds` writes one (a user JWT and its seed)" if field == "creds"
+        else "a user seed is one line starting with SU (`nk -gen user`, or `nsc` for operator setups)"
+    )
+    try:
+        text = p.read_text("ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {what} at {p}: {getattr(exc, 'strerror', None) or exc}", field=f"mesh.{field}", hint=hint) from exc
+    seed = text
+    if field == "creds":
+        m = re.search(r"BEGIN NATS USER JWT-+\s+\S+\s+-+END NATS USER JWT.*?BEGIN USER NKEY SEED-+\s+(\S+)\s+-+END", text, re.S)
+        if m is None:
+            raise ConfigError(f"{p} is not {what}: no user JWT and seed blocks", field=f"mesh.{field}", hint=hint)
+        seed = m.group(1)
+    try:
+        prefix, _ = nkeys.decode_seed(bytearray(seed.encode()))
+    except nkeys.NkeysError as exc:
+        raise ConfigError(f"{p} does not hold an nkey seed ({exc})", field=f"mesh.{field}", hint=hint) from exc
+    if prefix != nkeys.PREFIX_BYTE_USER:
+        raise ConfigError(f"the seed in {p} is not a user's (it starts with {seed[:2]!r}, not 'SU')", field=f"mesh.{field}", hint=hint)
+    return p

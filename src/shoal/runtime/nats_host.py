@@ -177,12 +177,22 @@ class MeshHost:
     async def _reap(self) -> None:
         grace = self.cfg.heartbeat * self.cfg.missed
         tick = self.cfg.heartbeat / 2
+        offline = False
         while True:
             t = time.monotonic()
             await asyncio.sleep(tick)
             if time.monotonic() - t > tick + self.cfg.heartbeat:
                 # this loop was held up: heartbeats that arrived meanwhile are not handled yet,
                 # so silence now proves nothing — look again next tick
+                continue
+            if not self.mesh.nc.is_connected:
+                offline = True  # NATS is away: no heartbeat can arrive, from live workers either
+                continue
+            if offline:
+                # back: every worker gets a whole grace to be heard again before it counts as dead
+                offline = False
+                self.registry.excuse()
+                self._t0 = time.monotonic()
                 continue
             async with self._lock:
                 down = self.registry.reap()

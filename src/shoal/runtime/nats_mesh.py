@@ -13,7 +13,9 @@
   delivered when one comes back. Delivered messages are acknowledged once
   they are in the bot's inbox; a redelivered message id the subscription has
   already taken is acknowledged and dropped (handlers never see it twice).
-  Any other subscriber (the journal, listeners) gets every message.
+  Any other subscriber (the journal, listeners) gets every message, durable
+  ones once per message id: a publish JetStream could not confirm while NATS
+  was away goes out again as a plain one, and both copies reach them.
 * ``serve`` is a queue subscription too (group ``shoal``): one instance
   answers each request. Handlers run as tasks, so a slow answer does not
   hold up the next request.
@@ -87,7 +89,7 @@ async def connect(config: MeshConfig, name: str) -> Any:
         await _discard(probe)
         raise BackendUnavailable(
             f"cannot join NATS at {config.url}: {_reason(exc)}",
-            hint="check [mesh] user/password/token/nkey_seed/tls_* in shoal.toml against the server's authorization",
+            hint="check [mesh] user/password/token/nkey_seed/creds/tls_* in shoal.toml against the server's authorization",
         ) from exc
     await probe.close()
     return await nats.connect(**opts, error_cb=_error)
@@ -249,10 +251,13 @@ class NatsMesh:
                 return
             headers = m.headers or {}
             mid = headers.get(wire.MSG_ID)
-            if ack and mid is not None:
+            if mid is not None:
+                # a durable message comes again when JetStream redelivers it or when a publish that
+                # NATS could not confirm (it was away) was sent once more: handle it once
                 if mid in seen:
                     self.redelivered_dropped += 1
-                    await m.ack()
+                    if ack:
+                        await m.ack()
                     return
                 seen[mid] = None
                 if len(seen) > DEDUP_WINDOW:

@@ -603,8 +603,13 @@ class Swarm:
                     else:
                         reply_done = True
                 elif isinstance(ev, Injection) and ev.turn == turn.message_id and ev.mode == "interject":
-                    if self.config.bots_with_role("conversation")[0].interject:
+                    # the conversation bot interjects only between replies (one in flight keeps the
+                    # injection for the next reply), and never in a room: wait only for what will come
+                    if self.config.bots_with_role("conversation")[0].interject and reply_done and turn.room is None:
                         open_interjections += 1
+                elif isinstance(ev, ReplyStart) and ev.turn == turn.message_id and ev.interjection \
+                        and open_interjections == 0:
+                    open_interjections = 1  # it interjected after all: wait for its end
                 elif isinstance(ev, TurnSettled) and ev.turn == turn.message_id:
                     settled, result.missing = True, list(ev.missing)
             for m in result.memories:

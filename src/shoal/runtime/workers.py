@@ -106,6 +106,12 @@ class Registry:
         w.seen = time.monotonic()
         return True
 
+    def excuse(self) -> None:
+        """The server could not hear anyone for a while (NATS was away): count silence from now."""
+        now = time.monotonic()
+        for w in self.workers.values():
+            w.seen = now
+
     def leave(self, worker: str) -> list[str]:
         """Drop a worker; returns the bots that now have none."""
         w = self.workers.pop(worker, None)
