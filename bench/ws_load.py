@@ -154,6 +154,12 @@ async def session(stack: Stack, turns: int, stats: dict[str, Any], progress: Pro
         stats["failures"].append(f"{type(exc).__name__}: {exc}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used: robust to other load on the machine, unlike latency."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def run(stack: Stack, sessions: int, turns: int, label: str, storm: bool = False) -> dict[str, Any]:
     stats: dict[str, Any] = {
         "fanout_ms": [], "by_turn": {}, "turn_ms": [], "settle_ms": [], "events": 0, "errors": 0, "failures": [],
@@ -161,9 +167,10 @@ async def run(stack: Stack, sessions: int, turns: int, label: str, storm: bool =
     }
     with Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task(label, total=sessions * turns)
-        t0 = time.monotonic()
+        t0, cpu0 = time.monotonic(), cpu_seconds(stack.server.pid)
         await asyncio.gather(*(session(stack, turns, stats, progress, task) for _ in range(sessions)))
         stats["seconds"] = time.monotonic() - t0
+        stats["server_cpu_s"] = cpu_seconds(stack.server.pid) - cpu0
     return stats
 
 
@@ -206,6 +213,8 @@ def main() -> None:
         "fanout_p99_vs_baseline": round(pct(load["fanout_ms"], 99) / max(pct(base["fanout_ms"], 99), 1e-9), 2),
         "turn_p50_ms": round(pct(load["turn_ms"], 50), 1),
         "events_per_s": round(load["events"] / load["seconds"], 1),
+        # the server's CPU per user turn (connect + chat), the cost the fan-out latency grows with
+        "server_cpu_ms_per_turn": round(1000 * load["server_cpu_s"] / max(1, len(load["turn_ms"])), 2),
     }
     print(" ".join(f"{k}: {v}" for k, v in figures.items()))
 

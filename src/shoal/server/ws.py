@@ -54,6 +54,8 @@ class Connection:
         self.outbox: asyncio.Queue[str] = asyncio.Queue(OUTBOX)
         self.control: asyncio.Queue[dict[str, Any]] = asyncio.Queue(CONTROL)
         self._wake = asyncio.Event()
+        #: held while a frame is being written to the socket (by the writer or by ``push``)
+        self._send_lock = asyncio.Lock()
         self.closed = False
         self.subs: dict[str, tuple[Listener, asyncio.Task[None]]] = {}
         #: conversation -> message ids of turns this connection sent, reply not yet ended
@@ -69,8 +71,20 @@ class Connection:
         self._wake.set()
 
     async def push(self, frame: dict[str, Any] | str) -> None:
-        """Queue an event frame (or its JSON text), waiting for room: events are never dropped here."""
-        await self.outbox.put(frame if isinstance(frame, str) else json.dumps(frame, ensure_ascii=False))
+        """Send an event frame (or its JSON text), or queue it, waiting for room: events are never dropped here.
+
+        With nothing queued and nothing being sent, the frame goes out at once from
+        the caller's task: under load every hand-over to the writer task is one more
+        turn of a busy event loop to wait for.
+        """
+        text = frame if isinstance(frame, str) else json.dumps(frame, ensure_ascii=False)
+        if not self.closed and not self._send_lock.locked() and self.outbox.empty() and self.control.empty():
+            async with self._send_lock:
+                await self.ws.send_text(text)
+            if not (self.outbox.empty() and self.control.empty()):
+                self._wake.set()
+            return
+        await self.outbox.put(text)
         self._wake.set()
 
     async def writer(self) -> None:
@@ -79,10 +93,11 @@ class Connection:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if not self.control.empty():
-                await self.ws.send_text(json.dumps(self.control.get_nowait(), ensure_ascii=False))
-            else:
-                await self.ws.send_text(self.outbox.get_nowait())
+            async with self._send_lock:  # one frame at a time, in order, whoever sends it
+                if not self.control.empty():
+                    await self.ws.send_text(json.dumps(self.control.get_nowait(), ensure_ascii=False))
+                elif not self.outbox.empty():
+                    await self.ws.send_text(self.outbox.get_nowait())
         await self.ws.close(code=1008, reason="the client does not read what it asked for")
 
     # -- frames -------------------------------------------------------------
