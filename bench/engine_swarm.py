@@ -261,13 +261,14 @@ class Shoal:
     def prompt_computed(self) -> int:
         return self.engine.stats.prompt_tokens
 
-    def __init__(self, model_path: Path, threads: int) -> None:
-        self.model_path, self.threads = model_path, threads
+    def __init__(self, model_path: Path, threads: int, adapt_threads: bool = True) -> None:
+        self.model_path, self.threads, self.adapt_threads = model_path, threads, adapt_threads
 
     async def start(self) -> None:
         def load() -> tuple[Model, Engine]:
             model = Model(self.model_path)
-            return model, Engine(model, EngineConfig(threads=self.threads, context=CTX, batch=BATCH), name="bench")
+            config = EngineConfig(threads=self.threads, context=CTX, batch=BATCH, adapt_threads=self.adapt_threads)
+            return model, Engine(model, config, name="bench")
 
         self.model, self.engine = await asyncio.to_thread(load)
 
@@ -603,7 +604,7 @@ def measure(a: argparse.Namespace, w: Workload, contenders: list[str], scenarios
         for name in contenders:
             c: Contender
             if name == "shoal":
-                c = Shoal(model_path, a.threads)
+                c = Shoal(model_path, a.threads, adapt_threads=not a.fixed_threads)
             elif name == "fifo":
                 cpu.start()
                 bare = asyncio.run(bare_loop(model_path, a.threads, w, progress))
@@ -706,6 +707,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=7, help="seeds the pauses between foreground turns")
     p.add_argument("--quick", action="store_true", help="smoke run: 5 turns, shorter replies")
     p.add_argument("--rebuild-server", action="store_true", help="rebuild llama-server even if cached")
+    p.add_argument("--fixed-threads", action="store_true",
+                   help="shoal always uses --threads (engine.adapt_threads = false), like the other contenders")
     p.add_argument("--runs", type=int, default=1,
                    help="run the whole comparison this many times; the last line holds the medians")
     a = p.parse_args()
