@@ -73,6 +73,11 @@ class EngineConfig(_Strict):
         default=32, ge=1, description="tokens per step background work may add while a foreground request runs"
     )
     max_pending: int = Field(default=64, ge=1, description="queued requests beyond which new ones fail fast")
+    adapt_threads: bool = Field(
+        default=True,
+        description="use fewer threads while other processes keep the cores busy (llama.cpp's threads stall each "
+        "other when one loses its core); false: always `threads` (minus what shoal itself borrows)",
+    )
 
 
 ServerKind = Literal["embedded", "llamacpp", "ollama", "lmstudio", "vllm", "openai"]
@@ -593,6 +598,7 @@ prefix_cache = 3        # contexts' worth of finished prompts kept in host memor
 prefill_chunk = 256     # prompt tokens per step, so a long prompt cannot stall others
 background_budget = 32  # tokens per step for background work while someone waits
 max_pending = 64        # queued requests beyond this fail fast
+adapt_threads = true    # fewer threads while other processes keep the cores busy
 
 # Servers are where models run. "embedded" runs in-process; the others are
 # OpenAI-compatible HTTP servers (llama.cpp server, Ollama, LM Studio, vLLM).

@@ -422,7 +422,7 @@ class Engine:
         self._use_adapter(plan[0][0].req.adapter, [seq for seq, _ in plan])
         if any(seq.foreground for seq, _ in plan):
             BUDGET.note_foreground()  # a trainer yields its threads to this reply (shoal.learn.train)
-        self.ctx.set_threads(BUDGET.threads_for(self.config.threads))
+        self.ctx.set_threads(BUDGET.threads_for(self.config.threads, contention=self.config.adapt_threads))
         status = self.ctx.decode(items)
         if status == 1:
             self._relieve_kv(plan)
