@@ -12,6 +12,13 @@ computed in the same run.
     .venv/bin/python bench/memory_locomo.py                       # all 10 conversations, no LLM
     .venv/bin/python bench/memory_locomo.py --conversations 2 --llm   # with LLM fact extraction
     .venv/bin/python bench/memory_locomo.py --questions 40        # a quick subset
+    .venv/bin/python bench/memory_locomo.py --ablate sentence     # also: recall without that signal
+
+``--ablate NAME`` (repeatable) searches every question a second time on the
+same store with the fusion weight NAME (a field of
+``shoal.memory.store.Weights``, e.g. feedback, keyword_context, sentence) set
+to 0, and reports ``ablate_NAME_recall@10`` and per category: what the
+signal earns.
 
 Data: ../shared/bench/locomo/locomo10.json (CC BY-NC 4.0, evaluation only).
 """
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import math
 import re
@@ -223,6 +231,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 for k in (5, 10):
                     row[f"recall@{k}"] = recall_at(shoal_sources, q["evidence"], k)
                     row[f"bm25_recall@{k}"] = recall_at(base_sources, q["evidence"], k)
+                for name in args.ablate or ():
+                    w = dataclasses.replace(store.weights, **{name: 0})
+                    off = await store.search(user.id, q["question"], limit=args.pool, weights=w)
+                    row[f"ablate_{name}_recall@10"] = recall_at([m.sources for m in off], q["evidence"], 10)
                 per_q.append(row)
                 progress.advance(t_search)
     await db.close()
@@ -239,6 +251,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "conversations": len(work),
         "llm": bool(args.llm),
         "invalid_llm_outputs": extractor.invalid if extractor else 0,
+        "ablate": list(args.ablate or ()),
     }
 
 
@@ -275,6 +288,11 @@ def report(r: dict[str, Any]) -> dict[str, Any]:
     }
     for cat in CATEGORIES:
         figures[f"cat{cat}_recall@10"] = round(mean(by_cat.get(cat, []), "recall@10"), 4)
+    for name in r["ablate"]:
+        key = f"ablate_{name}_recall@10"
+        figures[key] = round(mean(per_q, key), 4)
+        for cat in CATEGORIES:
+            figures[f"ablate_{name}_cat{cat}_recall@10"] = round(mean(by_cat.get(cat, []), key), 4)
     figures["vs_bm25_recall@10"] = round(figures["recall@10"] / max(figures["bm25_recall@10"], 1e-9), 3)
     figures["ingest_ms_per_turn"] = round(sum(r["ingest_ms"]) / max(1, len(r["ingest_ms"])), 2)
     figures["search_p50_ms"] = round(pct(r["search_ms"], 50), 2)
@@ -292,7 +310,15 @@ def main() -> None:
     p.add_argument("--questions", type=int, default=0, help="at most N questions per conversation (0: all)")
     p.add_argument("--llm", action="store_true", help="also extract facts with the embedded model (slow: ~1 s a turn)")
     p.add_argument("--pool", type=int, default=30, help="items fetched per question before the budget is applied")
+    p.add_argument("--ablate", action="append", metavar="NAME",
+                   help="also search with this fusion weight (a Weights field, e.g. feedback) at 0; repeatable")
     args = p.parse_args()
+    from shoal.memory.store import Weights
+
+    for name in args.ablate or ():
+        if name not in {f.name for f in dataclasses.fields(Weights)} or name in ("k", "feedback_top"):
+            p.error(f"--ablate: {name!r} is not a fusion weight (one of: "
+                    f"{', '.join(f.name for f in dataclasses.fields(Weights) if f.name not in ('k', 'feedback_top', 'feedback_mix'))})")
     if not Path(args.data).exists():
         sys.exit(f"error: {args.data} not found (the LoCoMo data lives in ../shared/bench/locomo/)")
     result = asyncio.run(run(args))

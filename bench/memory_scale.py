@@ -13,8 +13,14 @@ keeps realistic clusters) and their texts shuffled from the same vocabulary:
 latency depends on counts and distributions, not on meaning. Queries are
 LoCoMo questions. Also reports the process's memory and the database size.
 
+With ``--under-load`` every size is searched twice in the same run: on a quiet
+machine, then while the embedded engine (the shipped SmolLM2, in this
+process, as in the swarm) decodes a background generation without pause —
+recall runs before every reply, beside the thinkers.
+
     .venv/bin/python bench/memory_scale.py                  # 10k, 100k, 1M
     .venv/bin/python bench/memory_scale.py --sizes 10000 100000 --queries 100
+    .venv/bin/python bench/memory_scale.py --sizes 100000 --under-load --keep /tmp/scale100k.db
 """
 
 from __future__ import annotations
@@ -53,6 +59,59 @@ def pct(values: list[float], p: float) -> float:
 
 
 CACHE = Path(__file__).resolve().parents[1] / ".cache" / "memory_scale"
+
+
+class BackgroundDecode:
+    """The embedded engine decoding thoughts back to back (THINKING priority) until stopped."""
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.seconds = 0.0
+        self._stop = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        from shoal.config import EngineConfig
+        from shoal.engine import chat
+        from shoal.engine.llama import Model, default_model_path
+        from shoal.engine.scheduler import Engine
+        from shoal.types import ChatMessage
+
+        def load():  # type: ignore[no-untyped-def]
+            model = Model(default_model_path())
+            return model, Engine(model, EngineConfig(), name="bench-load")
+
+        self.model, self.engine = await asyncio.to_thread(load)
+        msgs = [ChatMessage(role="user", content="Write a long, detailed story about a lighthouse keeper and the sea.")]
+        self.prompt = self.model.tokenize(chat.render(self.model.chat_template, msgs), add_special=True, parse_special=True)
+        first = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(self._loop(first))
+        await first  # decoding has begun
+
+    async def _loop(self, first: "asyncio.Future[None]") -> None:
+        from shoal.types import GenerateRequest, Priority, SamplingParams
+
+        while not self._stop:
+            req = GenerateRequest(messages=[], priority=Priority.THINKING, owner="bench",
+                                  sampling=SamplingParams(max_tokens=512, temperature=0.8))
+            t0 = time.perf_counter()
+            async for chunk in self.engine.stream(req, self.prompt):
+                if chunk.text and not first.done():
+                    first.set_result(None)
+                if chunk.finish_reason is not None:
+                    self.tokens += chunk.completion_tokens or 0
+            self.seconds += time.perf_counter() - t0
+
+    async def stop(self) -> None:
+        self._stop = True
+        if self._task is not None:
+            await self._task
+        await asyncio.to_thread(self.engine.close)
+        self.model.close()
+
+    @property
+    def tok_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
 
 
 def embedded_texts(embedder, texts: list[str]) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -162,10 +221,23 @@ async def main_async(args: argparse.Namespace) -> dict[str, float]:
                 )
                 base_ms.append((time.perf_counter() - t0) * 1000)
                 progress.advance(qtask, 0.5)
+            load: dict[str, float] = {}
+            if args.under_load:
+                # the same questions again, now while the engine decodes beside the search
+                bg = BackgroundDecode()
+                await bg.start()
+                store.embedder._cache.clear()
+                busy_ms = []
+                for q in questions:
+                    t0 = time.perf_counter()
+                    await store.search(user.id, q, limit=10)
+                    busy_ms.append((time.perf_counter() - t0) * 1000)
+                await bg.stop()
+                load = {"load_p50": pct(busy_ms, 50), "load_p95": pct(busy_ms, 95), "bg_tok_s": bg.tok_s}
             size_mb = sum(f.stat().st_size for f in db_path.parent.glob(db_path.name + "*")) / 2**20
             results[size] = {
                 "p50": pct(shoal_ms, 50), "p95": pct(shoal_ms, 95), "base_p50": pct(base_ms, 50),
-                "base_p95": pct(base_ms, 95), "rss": rss_mb(), "db_mb": size_mb, "load_ms": load_ms,
+                "base_p95": pct(base_ms, 95), "rss": rss_mb(), "db_mb": size_mb, "load_ms": load_ms, **load,
             }
     await db.close()
     tmp.cleanup()
@@ -186,6 +258,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, float]:
         figures[f"p95_vs_exact_{tag}"] = round(r["p95"] / r["base_p95"], 3)
         figures[f"rss_mb_{tag}"] = round(r["rss"])
         figures[f"first_search_ms_{tag}"] = round(r["load_ms"], 1)
+        if "load_p95" in r:
+            figures[f"p50_ms_{tag}_load"] = round(r["load_p50"], 2)
+            figures[f"p95_ms_{tag}_load"] = round(r["load_p95"], 2)
+            figures[f"bg_decode_tok_s_{tag}"] = round(r["bg_tok_s"], 1)
     return figures
 
 
@@ -195,6 +271,8 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--batch", type=int, default=20_000, help="memories per write transaction while building")
     p.add_argument("--dir", default=os.environ.get("TMPDIR"), help="where the temporary database goes")
+    p.add_argument("--under-load", action="store_true",
+                   help="also search while the embedded engine decodes a background generation (same run)")
     p.add_argument("--keep", help="keep the database at this path (an existing one is extended and measured again)")
     figures = asyncio.run(main_async(p.parse_args()))
     print(" ".join(f"{k}: {v}" for k, v in figures.items()))

@@ -169,3 +169,39 @@ async def test_a_copy_of_a_message_is_not_stored_once_the_message_changed(stores
     other = (await conv.create_conversation(ana)).id
     elsewhere = NewMemory(ana, "raw", "You live in [forgotten].", conversation_id=other, verbatim_of=reply.id)
     assert await mem.add_many([elsewhere]) == []
+
+
+async def test_a_search_borrows_a_core_from_the_engine_while_it_runs(stores) -> None:  # type: ignore[no-untyped-def]
+    from shoal.engine.cpu import BUDGET
+
+    mem, ana, _, db = stores
+    await mem.add(ana, "raw", "My sister works as an accountant in Glasgow.", sources=["m1"])
+    seen: list[int] = []
+    real_read = db.read
+
+    async def read(fn):  # type: ignore[no-untyped-def]
+        seen.append(BUDGET.borrowed)  # what an engine step would see while the search reads
+        return await real_read(fn)
+
+    db.read = read
+    try:
+        found = await mem.search(ana, "Glasgow", limit=1, weights=Weights(vector=0, before=0, after=0, sentence=0))
+    finally:
+        del db.read
+    assert found and found[0].sources == ["m1"]
+    assert seen and min(seen) >= 1 and BUDGET.borrowed == 0
+
+
+async def test_feedback_ranks_the_candidates_by_a_query_moved_towards_the_best_found(stores) -> None:  # type: ignore[no-untyped-def]
+    mem, ana, _, _ = stores
+    await mem.add_many(
+        [
+            NewMemory(ana, "raw", "I adopted a puppy last week and he chews everything.", sources=["m1"]),
+            NewMemory(ana, "raw", "The vet said my dog needs his vaccinations next month.", sources=["m2"]),
+            NewMemory(ana, "raw", "My sister works as an accountant in Glasgow.", sources=["m3"]),
+        ]
+    )
+    found = await mem.search(ana, "Does she have a dog?", limit=3, weights=Weights(feedback=1.0))
+    assert any("feedback" in m.why for m in found)
+    off = await mem.search(ana, "Does she have a dog?", limit=3)  # off by default
+    assert all("feedback" not in m.why for m in off)

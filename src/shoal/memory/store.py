@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
+from shoal.engine.cpu import BUDGET
 from shoal.errors import NotFound
 from shoal.memory.embed import DIM
 from shoal.store.db import Conn, Database, now
@@ -167,6 +168,12 @@ class Weights:
     keyword: float = 1.0       # BM25 on its text
     keyword_context: float = 1.5  # BM25 on its text and surrounding messages
     recency: float = 0.05
+    #: pseudo-relevance feedback: the candidates ranked again by a query vector moved towards
+    #: the text vectors of the first pass's best few. Off: on LoCoMo conversations 1-2 it cost
+    #: recall@10 (0.7589 without; 0.7405 at weight 1, mix 1, top 3; 0.7546 at 0.5, 0.5, top 2)
+    feedback: float = 0.0
+    feedback_top: int = 2
+    feedback_mix: float = 0.5
     k: int = 10
 
     @property
@@ -663,6 +670,35 @@ class MemoryStore:
         say the same thing). ``conversation`` keeps only memories made in that
         conversation (recall in a room: only what was said there).
         """
+        # a search is short and someone waits on it (recall runs before every reply): it borrows a
+        # core from the engine for its whole length, so decoding steps drop a thread meanwhile
+        # instead of competing with its keyword pass and vector scoring (the embedding borrows its own)
+        with BUDGET.borrow(1):
+            return await self._search_async(
+                user_id, query, limit=limit, kinds=kinds, bots=bots, include_superseded=include_superseded,
+                exclude=exclude, exclude_sources=exclude_sources, exclude_raw_from=exclude_raw_from,
+                weights=weights, query_vector=query_vector, wait_for_vectors=wait_for_vectors,
+                distinct_sources=distinct_sources, conversation=conversation,
+            )
+
+    async def _search_async(
+        self,
+        user_id: str,
+        query: str,
+        *,
+        limit: int,
+        kinds: Iterable[str],
+        bots: Sequence[str | None] | None,
+        include_superseded: bool,
+        exclude: Iterable[str],
+        exclude_sources: Iterable[str],
+        exclude_raw_from: Iterable[str],
+        weights: Weights | None,
+        query_vector: np.ndarray | None,
+        wait_for_vectors: bool,
+        distinct_sources: bool,
+        conversation: str | None,
+    ) -> list[Memory]:
         w = weights or self.weights
         kinds = list(kinds)
         exclude = set(exclude)
@@ -802,6 +838,8 @@ class MemoryStore:
         if not live:
             return []
         sims: dict[int, float] = {}
+        vrows: list[Any] = []
+        mat = np.zeros((0, DIM), dtype=np.float32)
         if qvec is not None:
             # exact scores for every vector of every candidate, best per channel
             marks = ",".join("?" * len(live))
@@ -820,19 +858,37 @@ class MemoryStore:
         lists["recency"] = sorted(live, key=lambda rid: live[rid]["created_at"], reverse=True)
         scores: dict[int, float] = {}
         why: dict[int, dict[str, int]] = {}
-        for name, order in lists.items():
-            weight = getattr(w, name)
-            if weight <= 0:
-                continue
-            rank = 0
-            for rid in order:
-                if rid not in live:
+
+        def fuse(names: Iterable[str]) -> None:
+            for name in names:
+                weight = getattr(w, name)
+                if weight <= 0:
                     continue
-                rank += 1
-                scores[rid] = scores.get(rid, 0.0) + weight / (w.k + rank)
-                if name != "recency":
-                    why.setdefault(rid, {})[name] = rank
+                rank = 0
+                for rid in lists[name]:
+                    if rid not in live:
+                        continue
+                    rank += 1
+                    scores[rid] = scores.get(rid, 0.0) + weight / (w.k + rank)
+                    if name != "recency":
+                        why.setdefault(rid, {})[name] = rank
+
+        fuse(list(lists))
         best_first = sorted(scores, key=lambda rid: (scores[rid], live[rid]["created_at"]), reverse=True)
+        if qvec is not None and sims and w.feedback > 0 and w.feedback_top > 0:
+            # second round: the query moved towards what the first round found best
+            top = set(best_first[: w.feedback_top])
+            rows_top = [i for i, r in enumerate(vrows) if r[0] in top and r[1] == "text"]
+            if rows_top:
+                q2 = qvec + w.feedback_mix * mat[rows_top].mean(axis=0)
+                q2 /= max(float(np.linalg.norm(q2)), 1e-9)
+                fb: dict[int, float] = {}
+                for (mem, channel, _), score in zip(vrows, (mat @ q2).tolist()):
+                    if channel in ("text", "sentence") and score > fb.get(mem, -2.0):
+                        fb[mem] = score
+                lists["feedback"] = sorted(fb, key=fb.get, reverse=True)  # type: ignore[arg-type]
+                fuse(["feedback"])
+                best_first = sorted(scores, key=lambda rid: (scores[rid], live[rid]["created_at"]), reverse=True)
         out = []
         for rid in best_first[:limit]:
             m = _row(live[rid])
