@@ -83,3 +83,18 @@ def test_the_loop_can_search_and_measure_in_the_engine(arith_run: Path, tmp_path
     rounds = improve(arith_run, out, env="arith", level=1, rounds=1, tasks_per_round=6, n=2, heldout_n=6, iters=3, engine=True)
     assert [r.round for r in rounds] == [0, 1] and rounds[0].heldout_pass_at_1 >= 0.5
     assert (out / "model.gguf").exists() and checkpoint.load(out).meta["improve_target"]["env"] == "arith"
+
+
+def test_fine_tuning_packs_whole_traces_into_rows_and_teaches_only_the_solutions() -> None:
+    from shoal.ulm.improve import _packed_batch
+
+    docs = [[1, 2, 3, 4, 5], [6, 7, 8], [9, 10, 11, 12, 13, 14, 15, 16, 17, 18]]
+    plens = [2, 1, 3]
+    x, y, used = _packed_batch(docs, plens, [0, 1, 0, 2], rows=2, block=8)
+    assert used == 3  # doc 2 (9 positions) fits in no row of 8 beside another
+    assert x[0].tolist() == [1, 2, 3, 4, 6, 7, 0, 0] and x[1].tolist() == [1, 2, 3, 4, 0, 0, 0, 0]
+    # targets: the prompt's tokens are not taught (doc 0's prompt is [1, 2]: its first target, 2, is masked)
+    assert y[0].tolist() == [-1, 3, 4, 5, 7, 8, -1, -1] and y[1].tolist() == [-1, 3, 4, 5, -1, -1, -1, -1]
+    x, y, used = _packed_batch(docs, plens, [2], rows=1, block=8)
+    assert used == 1 and x[0].tolist() == [9, 10, 11, 12, 13, 14, 15, 16]  # a long trace alone is cut at the block
+    assert y[0].tolist() == [-1, -1, 12, 13, 14, 15, 16, 17]

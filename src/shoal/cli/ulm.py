@@ -177,6 +177,9 @@ def swarm(
     max_new: int = typer.Option(128, help="token budget per candidate"),
     as_json: bool = typer.Option(False, "--json"),
     engine: bool = typer.Option(False, "--engine", help="decode the N samples in the embedded llama.cpp engine (exported GGUF)"),
+    guide: Optional[str] = typer.Option(
+        None, "--guide", help="a [[servers]] name: its model hints and picks, measured against the unguided swarm (engine)"
+    ),
 ) -> None:
     """Solve held-out tasks: greedy pass@1 against best-of-N scored by the verifier, same run."""
     from rich.progress import Progress
@@ -187,6 +190,9 @@ def swarm(
 
     loaded = checkpoint.load(checkpoint.resolve(_home(), run))
     todo = heldout(env, level, tasks)
+    if guide:
+        _guided_swarm(loaded, todo, guide, n=n, temperature=temperature, max_new=max_new, as_json=as_json)
+        return
     if engine:
         _engine_swarm(loaded, todo, n=n, temperature=temperature, max_new=max_new)
         return
@@ -214,9 +220,9 @@ def improve(
     env: str = typer.Option(..., "--env"),
     level: int = typer.Option(..., "--level"),
     rounds: int = typer.Option(3),
-    tasks: int = typer.Option(200, help="training tasks searched per round"),
+    tasks: int = typer.Option(2000, help="training tasks searched per round"),
     n: int = typer.Option(8, "--n", help="samples per task"),
-    iters: int = typer.Option(0, help="fine-tuning steps per round (0: two passes over what was kept)"),
+    iters: int = typer.Option(0, help="fine-tuning steps per round (0: three passes over what was kept, plus replay)"),
     heldout_n: int = typer.Option(50, "--heldout", help="held-out tasks measured each round"),
     max_new: int = typer.Option(128, help="token budget per sample"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="where the improved run goes (default RUN-ENV-LEVEL)"),
@@ -240,6 +246,54 @@ def improve(
                heldout_n=heldout_n, max_new=max_new, engine=engine, on_round=show)
     out.print(table)
     out.print(f"improved run in {dest} (curve: {dest / 'improve.png'})")
+
+
+def _guided_swarm(loaded, todo, guide: str, *, n: int, temperature: float, max_new: int, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from shoal.config import Env
+    from shoal.errors import BadInput
+    from shoal.ulm.export import export as do_export
+    from shoal.ulm.guide import measure
+
+    env = Env.load()
+    names = [s.name for s in env.config.servers]
+    if guide not in names:
+        raise BadInput(f"no server '{guide}' in the cluster", hint=f"[[servers]] in shoal.toml: {', '.join(names) or 'none'}")
+    gguf = loaded.run / "model.gguf"
+    if not gguf.exists():
+        do_export(loaded.run)
+
+    async def go():  # type: ignore[no-untyped-def]
+        from shoal.cluster.core import Cluster
+
+        cluster = await Cluster(env.config).start()
+        try:
+            return await measure(gguf, loaded.tokenizer, todo, cluster.view(guide), guide_name=guide, n=n,
+                                 temperature=temperature, max_new=max_new)
+        finally:
+            await cluster.aclose()
+
+    rep = asyncio.run(go())
+    if as_json:
+        out.print_json(json.dumps(rep.as_dict()))
+        return
+    table = Table("arm", "solve rate", "µLM tokens / task", f"guide tokens / task ({guide})")
+    per = rep.ulm_tokens / rep.n
+    table.add_row("µLM greedy (pass@1)", f"{rep.pass_at_1:.2f}", f"{per:.0f}", "0")
+    table.add_row(f"best-of-{rep.n}, verifier", f"{rep.best_of_n:.2f}", f"{rep.ulm_tokens:.0f}", "0")
+    table.add_row(f"best-of-{rep.n + rep.extra_samples}, verifier (same budget)", f"{rep.best_of_budget:.2f}",
+                  f"{per * (rep.n + rep.extra_samples):.0f}", "0")
+    table.add_row(f"guide's first step + best-of-{rep.n}", f"{rep.hinted_best_of_n:.2f}", f"{rep.ulm_tokens:.0f}",
+                  f"{rep.guide_tokens_hint:.1f} (+{rep.guide_prompt_tokens_hint:.0f} prompt)")
+    table.add_row(f"vote of {rep.n}, no verifier", f"{rep.vote:.2f}", f"{rep.ulm_tokens:.0f}", "0")
+    table.add_row(f"vote of {rep.n + rep.extra_pick}, no verifier (same budget)", f"{rep.vote_budget:.2f}",
+                  f"{per * (rep.n + rep.extra_pick):.0f}", "0")
+    table.add_row(f"guide picks among {rep.n}, no verifier", f"{rep.guide_pick:.2f}", f"{rep.ulm_tokens:.0f}",
+                  f"{rep.guide_tokens_pick:.1f} (+{rep.guide_prompt_tokens_pick:.0f} prompt)")
+    out.print(table)
+    out.print(f"{rep.tasks} held-out tasks of {rep.env} level {rep.level}; the guide's first step had the right shape "
+              f"{rep.hint_usable:.0%} of the time and was the gold trace's {rep.hint_right:.0%}")
 
 
 def _engine_swarm(loaded, todo, *, n: int, temperature: float, max_new: int) -> None:  # type: ignore[no-untyped-def]
