@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import pytest
-
 from shoal.errors import BadInput
 from shoal.ulm import checkpoint
 from shoal.ulm.guide import _prefix_prompt, first_step, hint_grammar, measure, vote

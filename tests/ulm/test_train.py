@@ -78,9 +78,44 @@ def test_training_resumes_from_the_last_checkpoint_after_kill_9(tmp_path: Path, 
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     killed_at = checkpoint.read_meta(run)["iter"]
+    # the live record still says "running", but its trainer is dead: a reader sees an interrupted run
+    from shoal.ulm.runs import summary
+
+    assert json.loads((run / "progress.json").read_text())["state"] == "running"
+    assert summary(run)["state"] == "interrupted"
     r = parse_recipe(TINY.replace("iters = 40", f"iters = {killed_at + 10}"))
     res = train(r, run, cache=corpus_cache)
     assert res.resumed_from == killed_at and checkpoint.read_meta(run)["iter"] == killed_at + 10
+    # the curve goes on from the checkpoint: no step twice, none lost after it
+    steps = [s[0] for s in json.loads((run / "progress.json").read_text())["steps"]]
+    assert steps == sorted(set(steps)) and steps[-10:] == list(range(killed_at + 1, killed_at + 11))
+    assert summary(run)["state"] == "finished"
+
+
+def test_progress_json_follows_the_run_while_it_trains(tmp_path: Path, corpus_cache: Path) -> None:
+    seen: list[dict] = []  # type: ignore[type-arg]
+
+    def on_step(step: dict) -> None:  # type: ignore[type-arg]
+        seen.append(json.loads((tmp_path / "run" / "progress.json").read_text()))
+
+    train(parse_recipe(TINY.replace("iters = 40", "iters = 12")), tmp_path / "run", cache=corpus_cache, on_step=on_step)
+    assert len(seen) == 12 and all(p["state"] == "running" and p["pid"] == os.getpid() for p in seen)
+    assert [p["iter"] for p in seen] == sorted(p["iter"] for p in seen) and seen[0]["iter"] == 1
+    assert all(p["steps"][-1][0] == p["iter"] for p in seen) and seen[-1]["iter"] == 12  # the last step is always written
+    done = json.loads((tmp_path / "run" / "progress.json").read_text())
+    assert done["state"] == "finished" and [s[0] for s in done["steps"]] == list(range(1, 13))
+    assert done["evals"][-1]["iter"] == 12 and done["eta_s"] == 0
+
+
+def test_a_long_run_is_thinned_to_a_few_hundred_points_not_cut(tmp_path: Path) -> None:
+    from shoal.ulm.train import LIVE_POINTS, LiveProgress, read_progress
+
+    live = LiveProgress(tmp_path, 5000, 0)
+    for it in range(1, 5001):
+        live.step(it, 10.0 / it, 100.0, 0.01, [])
+    got = read_progress(tmp_path)
+    assert got is not None and len(got["steps"]) <= LIVE_POINTS
+    assert got["steps"][0][0] <= 16 and got["steps"][-1][0] == 5000 and got["iter"] == 5000
 
 
 def test_a_corrupt_checkpoint_or_a_foreign_tokenizer_is_a_clear_error(tiny_run: Path, tmp_path: Path) -> None:

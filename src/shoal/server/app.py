@@ -108,6 +108,9 @@ def create_app(env: Env | None = None, *, swarm: Swarm | None = None) -> FastAPI
     from shoal.server import learn_api
 
     app.include_router(learn_api.router)  # learning (issue 14): feedback on replies, adapters
+    from shoal.server import ulm_api
+
+    app.include_router(ulm_api.router)  # µLMs (issue 15): training runs with live curves, swarm searches
     from shoal.server import ollama_compat, openai_more, tools_api  # issue 17: /v1 rest, Ollama API, /api/tools
 
     app.include_router(openai_more.router)

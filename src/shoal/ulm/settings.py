@@ -19,3 +19,7 @@ class UlmConfig(BaseModel):
     samples: int = Field(default=8, ge=1, le=64, description="µLM samples per task (best-of-N, scored by the verifier)")
     temperature: float = Field(default=1.0, gt=0, le=2.0)
     max_new: int = Field(default=64, ge=8, le=512, description="token budget per sample")
+    users: list[str] = Field(
+        default_factory=list,
+        description='who may start µLM training runs from the web UI besides admins (user names, or "users": anyone)',
+    )

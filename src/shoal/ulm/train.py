@@ -141,6 +141,60 @@ def default_threads() -> int:
 
 Progress = Callable[[dict[str, Any]], None]
 
+#: at most this many (iteration, loss) points in progress.json: a long run is thinned, not cut
+LIVE_POINTS = 500
+
+
+class LiveProgress:
+    """``progress.json`` in the run folder: what a UI draws while the run trains (written at most once a second).
+
+    Every step's loss goes in, thinned to at most ``LIVE_POINTS`` points (the stride doubles when the
+    list is full), with the evaluations, tokens/s and an ETA. ``state`` is running, finished, failed or
+    interrupted; a reader that finds "running" with a dead ``pid`` knows the trainer was killed.
+    """
+
+    def __init__(self, run: Path, iters: int, start_iter: int) -> None:
+        self.path = run / "progress.json"
+        self.iters = iters
+        self.steps: list[list[float]] = []
+        self.stride = 1
+        old = read_progress(run)
+        if old and start_iter:  # a resumed run keeps the curve it had up to its checkpoint
+            self.steps = [s for s in old.get("steps", []) if s[0] <= start_iter]
+            self.stride = int(old.get("stride", 1))
+        self.last_write = 0.0
+        self.step_s = 0.0
+        self.state: dict[str, Any] = {}
+
+    def step(self, it: int, loss: float, tok_s: float, dt: float, history: list[dict[str, Any]], *, now: bool = False) -> None:
+        """Record one step; write the file if a second has passed, at the last step, or ``now`` (a checkpoint)."""
+        if it % self.stride == 0 or it == self.iters:
+            self.steps.append([it, round(loss, 4)])
+            if len(self.steps) > LIVE_POINTS:
+                self.steps = self.steps[::2]
+                self.stride *= 2
+        self.step_s = dt if not self.step_s else 0.9 * self.step_s + 0.1 * dt
+        self.state = {"iter": it, "loss": loss, "tok_s": round(tok_s, 1),
+                      "eta_s": round(self.step_s * (self.iters - it), 1), "evals": history}
+        if now or time.monotonic() - self.last_write >= 1.0 or it == self.iters:
+            self.write("running")
+
+    def write(self, state: str, error: str | None = None) -> None:
+        self.last_write = time.monotonic()
+        data = {"state": state, "pid": os.getpid(), "iters": self.iters, "updated_at": time.time(),
+                "stride": self.stride, "steps": self.steps, **self.state}
+        if error:
+            data["error"] = error
+        checkpoint.atomic_write(self.path, json.dumps(data).encode())
+
+
+def read_progress(run: Path) -> dict[str, Any] | None:
+    """A run's progress.json, or None (never trained here, or unreadable)."""
+    try:
+        return json.loads((run / "progress.json").read_text())  # type: ignore[no-any-return]
+    except (OSError, ValueError):
+        return None
+
 
 def train(
     r: Recipe,
@@ -222,36 +276,47 @@ def train(
     tokens_per_iter = r.train.batch_size * r.model.block_size
     loss_v, tok_s = float("nan"), 0.0
     borrow = BUDGET.borrow(n_threads) if n_threads else nullcontext()
-    with borrow:
-        for it in range(start_iter, r.train.iters):
-            t0 = time.perf_counter()
-            for g in opt.param_groups:
-                g["lr"] = lr_at(it, r)
-            x, y = batch(train_data, r.model.block_size, r.train.batch_size, gen)
-            _, loss = model(x, y)
-            assert loss is not None
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if r.train.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), r.train.grad_clip)
-            opt.step()
-            dt = time.perf_counter() - t0
-            elapsed += dt
-            tokens_seen += tokens_per_iter
-            loss_v = float(loss.item())
-            tok_s = tokens_per_iter / dt if dt > 0 else 0.0
-            step: dict[str, Any] = {"iter": it + 1, "iters": r.train.iters, "loss": loss_v, "tok_s": tok_s, "lr": lr_at(it, r)}
-            done = it + 1 == r.train.iters
-            if (it + 1) % r.train.eval_every == 0 or done:
-                val = evaluate(model, val_data, r, eval_gen)
-                trn = evaluate(model, train_data, r, eval_gen)
-                history.append({"iter": it + 1, "train": round(trn, 4), "val": round(val, 4), "tok_s": round(tok_s, 1)})
-                step["val"] = val
-                plot(run, history, f"{r.name}: {model.n_params() / 1e6:.2f}M params")
-            if (it + 1) % r.train.ckpt_every == 0 or done:
-                checkpoint.save(run, model, opt, meta(it + 1), gen)
-            if on_step:
-                on_step(step)
+    live = LiveProgress(run, r.train.iters, start_iter)
+    try:
+        with borrow:
+            for it in range(start_iter, r.train.iters):
+                t0 = time.perf_counter()
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(it, r)
+                x, y = batch(train_data, r.model.block_size, r.train.batch_size, gen)
+                _, loss = model(x, y)
+                assert loss is not None
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if r.train.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), r.train.grad_clip)
+                opt.step()
+                dt = time.perf_counter() - t0
+                elapsed += dt
+                tokens_seen += tokens_per_iter
+                loss_v = float(loss.item())
+                tok_s = tokens_per_iter / dt if dt > 0 else 0.0
+                step: dict[str, Any] = {"iter": it + 1, "iters": r.train.iters, "loss": loss_v, "tok_s": tok_s, "lr": lr_at(it, r)}
+                done = it + 1 == r.train.iters
+                if (it + 1) % r.train.eval_every == 0 or done:
+                    val = evaluate(model, val_data, r, eval_gen)
+                    trn = evaluate(model, train_data, r, eval_gen)
+                    history.append({"iter": it + 1, "train": round(trn, 4), "val": round(val, 4), "tok_s": round(tok_s, 1)})
+                    step["val"] = val
+                    plot(run, history, f"{r.name}: {model.n_params() / 1e6:.2f}M params")
+                saved = (it + 1) % r.train.ckpt_every == 0 or done
+                if saved:
+                    checkpoint.save(run, model, opt, meta(it + 1), gen)
+                live.step(it + 1, loss_v, tok_s, dt, history, now=saved)
+                if on_step:
+                    on_step(step)
+    except KeyboardInterrupt:
+        live.write("interrupted")
+        raise
+    except Exception as exc:
+        live.write("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    live.write("finished")
     if start_iter >= r.train.iters and not history:
         raise BadInput(f"{run} is already trained to {start_iter} iterations", hint="raise train.iters to go on")
     last = history[-1] if history else {"train": loss_v, "val": float("nan")}

@@ -762,7 +762,7 @@ const Users = {
 };
 
 const Shell = {
-  components: { Logo, Icon, Chat, Headspace, Memories, Bots, Tokens, Users, ClusterView, NodesView, LearnView },
+  components: { Logo, Icon, Chat, Headspace, Memories, Bots, Tokens, Users, ClusterView, NodesView, LearnView, UlmView },
   computed: {
     initial() { return state.me ? state.me.name.slice(0, 1).toUpperCase() : "?"; },
   },
@@ -784,6 +784,7 @@ const Shell = {
         <button :class="{on: state.view === 'cluster'}" @click="go('cluster')" data-test="nav-cluster"><Icon name="bots"/> Cluster</button>
         <button :class="{on: state.view === 'nodes'}" @click="go('nodes')" data-test="nav-nodes"><Icon name="bots"/> Nodes</button>
         <button :class="{on: state.view === 'learn'}" @click="go('learn')" data-test="nav-learn"><Icon name="memory"/> Learning</button>
+        <button :class="{on: state.view === 'ulm'}" @click="go('ulm')" data-test="nav-ulm"><Icon name="bots"/> µLMs</button>
         <button :class="{on: state.view === 'tokens'}" @click="go('tokens')"><Icon name="key"/> API tokens</button>
         <button v-if="state.me.admin" :class="{on: state.view === 'users'}" @click="go('users')"><Icon name="users"/> Users</button>
       </div>
@@ -813,6 +814,7 @@ const Shell = {
     <ClusterView v-else-if="state.view === 'cluster'"/>
     <NodesView v-else-if="state.view === 'nodes'" :admin="state.me.admin"/>
     <LearnView v-else-if="state.view === 'learn'"/>
+    <UlmView v-else-if="state.view === 'ulm'"/>
     <Tokens v-else-if="state.view === 'tokens'"/>
     <Users v-else-if="state.view === 'users' && state.me.admin"/>
   </div>`,
@@ -837,7 +839,7 @@ async function start() {
   await loadConversations();
   const m = location.hash.match(/^#\/c\/(\w+)/);
   if (m && state.conversations.some((c) => c.id === m[1])) await openConversation(m[1]);
-  else if (location.hash.startsWith("#/") && ["memories", "bots", "cluster", "nodes", "learn", "tokens", "users"].includes(location.hash.slice(2))) state.view = location.hash.slice(2);
+  else if (location.hash.startsWith("#/") && ["memories", "bots", "cluster", "nodes", "learn", "ulm", "tokens", "users"].includes(location.hash.slice(2))) state.view = location.hash.slice(2);
   else if (state.conversations.length) await openConversation(state.conversations[0].id);
 }
 
