@@ -2,21 +2,7 @@
    runs on your verdicts (GET /api/learn/bots, /api/learn/runs, /api/learn/runs/{id}; refreshed
    every 3 s). A plain Vue 3 component object, loaded before app.js; app.js mounts it as <LearnView/>. */
 "use strict";
-
-async function learnApi(method, path, body) {
-  const res = await fetch(path, {
-    method, credentials: "same-origin",
-    headers: body === undefined ? {} : { "Content-Type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const data = await res.json().catch(() => null);
-  if (!res.ok) {
-    const e = new Error((data && data.error && data.error.message) || `HTTP ${res.status}`);
-    e.hint = data && data.error && data.error.hint;
-    throw e;
-  }
-  return data;
-}
+// requests go through app.js's api() (an ApiError carries message and hint)
 
 const FINAL_RUN_STATES = ["finished", "failed", "interrupted", "skipped"];
 
@@ -31,13 +17,13 @@ const LearnView = {
   methods: {
     async load() {
       try {
-        [this.bots, this.runs] = await Promise.all([learnApi("GET", "/api/learn/bots"), learnApi("GET", "/api/learn/runs")]);
+        [this.bots, this.runs] = await Promise.all([api("GET", "/api/learn/bots"), api("GET", "/api/learn/runs")]);
         this.error = null;
         if (this.open && (!this.detail || !FINAL_RUN_STATES.includes(this.detail.state))) await this.fetchDetail(this.open);
       } catch (e) { this.error = e.message; } finally { this.loaded = true; }
     },
     async fetchDetail(id) {
-      try { this.detail = await learnApi("GET", "/api/learn/runs/" + id); } catch (e) { this.error = e.message; }
+      try { this.detail = await api("GET", "/api/learn/runs/" + id); } catch (e) { this.error = e.message; }
     },
     async show(run, keep) {
       if (this.open === run.id && !keep) { this.open = null; this.detail = null; return; }
@@ -46,7 +32,7 @@ const LearnView = {
     },
     async train(b) {
       try {
-        const r = await learnApi("POST", "/api/learn/runs", { bot: b.bot });
+        const r = await api("POST", "/api/learn/runs", { bot: b.bot });
         await this.load();
         await this.show(r, true);
       } catch (e) { this.error = e.message + (e.hint ? " — " + e.hint : ""); }

@@ -3,21 +3,7 @@
    REST: /api/ulm/runs, /api/ulm/runs/{name}, /api/ulm/searches. A plain Vue 3 component object,
    loaded before app.js; app.js mounts it as <UlmView/>. */
 "use strict";
-
-async function ulmApi(method, path, body) {
-  const res = await fetch(path, {
-    method, credentials: "same-origin",
-    headers: body === undefined ? {} : { "Content-Type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const data = await res.json().catch(() => null);
-  if (!res.ok) {
-    const e = new Error((data && data.error && data.error.message) || `HTTP ${res.status}`);
-    e.hint = data && data.error && data.error.hint;
-    throw e;
-  }
-  return data;
-}
+// requests go through app.js's api() (an ApiError carries message and hint)
 
 const ULM_LIVE = ["running", "queued"];
 
@@ -35,7 +21,7 @@ const UlmView = {
   unmounted() { clearInterval(this.timer); },
   methods: {
     async load() {
-      try { this.runs = await ulmApi("GET", "/api/ulm/runs"); this.error = null; }
+      try { this.runs = await api("GET", "/api/ulm/runs"); this.error = null; }
       catch (e) { this.error = e.message; } finally { this.loaded = true; }
     },
     async tick() {
@@ -45,14 +31,14 @@ const UlmView = {
           (this.runs.find((r) => r.name === this.open) || {}).state !== this.detail.state)) await this.fetchDetail(this.open);
     },
     async fetchDetail(name) {
-      try { this.detail = await ulmApi("GET", "/api/ulm/runs/" + encodeURIComponent(name)); }
+      try { this.detail = await api("GET", "/api/ulm/runs/" + encodeURIComponent(name)); }
       catch (e) { this.error = e.message; }
     },
     async show(run, keep) {
       if (this.open === run.name && !keep) { this.open = null; this.detail = null; return; }
       this.open = run.name; this.detail = null; this.result = null;
       await this.fetchDetail(run.name);
-      try { this.searches = await ulmApi("GET", "/api/ulm/searches?run=" + encodeURIComponent(run.name)); } catch (e) { this.searches = []; }
+      try { this.searches = await api("GET", "/api/ulm/searches?run=" + encodeURIComponent(run.name)); } catch (e) { this.searches = []; }
       if (this.searches.length) this.result = this.searches[0];
     },
     async train() {
@@ -60,13 +46,13 @@ const UlmView = {
         const body = { recipe: this.form.recipe };
         if (this.form.iters) body.iters = Number(this.form.iters);
         if (this.form.name) body.name = this.form.name;
-        const r = await ulmApi("POST", "/api/ulm/runs", body);
+        const r = await api("POST", "/api/ulm/runs", body);
         await this.load();
         await this.show(r, true);
       } catch (e) { this.error = e.message + (e.hint ? " — " + e.hint : ""); }
     },
     async stop() {
-      try { await ulmApi("POST", `/api/ulm/runs/${encodeURIComponent(this.open)}/stop`); await this.tick(); }
+      try { await api("POST", `/api/ulm/runs/${encodeURIComponent(this.open)}/stop`); await this.tick(); }
       catch (e) { this.error = e.message; }
     },
     async search() {
@@ -75,7 +61,7 @@ const UlmView = {
         const body = { run: this.open, n: Number(this.ask.n) };
         if (this.ask.text.trim()) body.text = this.ask.text.trim();
         else Object.assign(body, { env: this.ask.env, level: Number(this.ask.level), index: Number(this.ask.index) });
-        this.result = await ulmApi("POST", "/api/ulm/searches", body);
+        this.result = await api("POST", "/api/ulm/searches", body);
         this.searches = [this.result, ...this.searches];
         this.error = null;
       } catch (e) { this.error = e.message + (e.hint ? " — " + e.hint : ""); } finally { this.busy = false; }
