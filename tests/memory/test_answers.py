@@ -85,3 +85,22 @@ def test_the_answer_is_in_the_language_of_the_question() -> None:
     text = answer(memory_question("¿Dónde vivo?"), FACTS)  # type: ignore[arg-type]
     assert text.startswith("Vives en Norwich")
     assert answer(memory_question("Wie heißt mein Hund?"), FACTS).startswith("Ich weiß noch nicht")  # type: ignore[arg-type]
+
+
+def test_two_kinds_asked_at_once_get_both() -> None:
+    q = memory_question("and what's my name and job?")
+    assert q is not None and {q.attribute, *q.more} == {"name", "job"}
+    text = answer(q, FACTS)
+    assert "Dana" in text and "vet" in text and "Norwich" not in text
+    # a relation's name is about the relation, not the person's own name too
+    q = memory_question("what's my wife's name?")
+    assert q is not None and q.attribute == "family" and q.more == ()
+
+
+def test_an_animal_named_in_another_language_answers_the_question_about_it() -> None:
+    facts = [Fact("pet", "chat Moka", "j'ai deux chats, Moka et Praline"), Fact("pet", "chat Praline", "j'ai deux chats, Moka et Praline"),
+             Fact("pet", "Hund Bruno", "Ich habe einen Hund, er heißt Bruno.")]
+    fr = answer(memory_question("Et comment s'appellent mes chats ?"), facts)  # type: ignore[arg-type]
+    assert "Moka" in fr and "Praline" in fr and "Bruno" not in fr
+    de = answer(memory_question("Wie heißt mein Hund?"), facts)  # type: ignore[arg-type]
+    assert "Bruno" in de and "Moka" not in de

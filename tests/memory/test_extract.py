@@ -118,3 +118,46 @@ def test_a_model_fact_must_be_about_the_speaker() -> None:
     assert any(c.value == "Paris" and "not about the user" in why for c, why in rejected)
     facts, _ = extract("Hi, I'm Bob.", [Candidate("family", "Bob", "model")])
     assert [(f.attribute, f.value) for f in facts] == [("name", "Bob")]
+
+
+@pytest.mark.parametrize(
+    "message, expected",
+    [
+        # the other languages shoal answers in (sentences not in bench/data/quality)
+        ("Bom dia, chamo-me Tiago e vivo em Braga.", {("name", "Tiago"), ("location", "Braga")}),
+        ("Me llamo Lucía y vivo en Valencia, tengo 29 años.", {("name", "Lucía"), ("location", "Valencia"), ("age", "29")}),
+        ("Je m'appelle Margaux, je suis infirmière à Lyon.", {("name", "Margaux"), ("job", "infirmière"), ("location", "Lyon")}),
+        ("Ich heiße Jonas und arbeite als Koch in Bremen.", {("name", "Jonas"), ("job", "Koch"), ("location", "Bremen")}),
+        ("Tengo dos perros, Pipo y Lola.", {("pet", "perro Pipo"), ("pet", "perro Lola")}),
+        ("Wir haben eine Katze namens Minka.", {("pet", "Katze Minka")}),
+        ("Je suis allergique aux arachides, c'est pénible.", {("allergy", "arachides")}),
+        ("Nous avons déménagé de Paris à Rennes.", {("location", "Rennes")}),
+        # lists of named animals, and a named animal later in the sentence
+        ("we've got three hens, Ada, Betty and Clara", {("pet", "hen Ada"), ("pet", "hen Betty"), ("pet", "hen Clara")}),
+        ("there's also a very old tabby cat in my life called Biscuit", {("pet", "cat Biscuit")}),
+        ("the café had a cat called Biscuit", set()),  # not theirs
+        # status and work said in passing
+        ("Forty-one, divorced, and living in Hull", {("age", "Forty-one"), ("other", "divorced"), ("location", "Hull")}),
+        ("I'm actually a plumber, believe it or not", {("job", "plumber")}),
+        ("so I finally started a new job at Ocado", {("employer", "Ocado")}),
+        ("I run a small bakery with my husband", {("job", "small bakery"), ("family", "husband")}),
+    ],
+)
+def test_rules_carry_over_to_new_shapes_and_languages(message: str, expected: set[tuple[str, str]]) -> None:
+    facts, _ = extract(message)
+    assert {(f.attribute, f.value) for f in facts} == expected
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "oh yeah, I just LOVE waiting in queues",  # sarcasm is not a like
+        "oh great, I love it when the train is cancelled",
+        "my cousin has a parrot called Kiwi",  # someone else's pet
+        "my flatmate just got a job at Tesco",  # someone else's job
+        "I'm not sure whether I want to move to Leeds",  # undecided is not a plan
+    ],
+)
+def test_no_fact_from_sarcasm_other_people_or_indecision(message: str) -> None:
+    facts, _ = extract(message)
+    assert [(f.attribute, f.value) for f in facts if f.attribute != "family"] == []

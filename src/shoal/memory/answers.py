@@ -32,6 +32,8 @@ class Question:
     detail: str | None = None
     #: the language to answer in (en, pt, es, fr, de)
     lang: str = "en"
+    #: further kinds asked for in the same breath ("what's my name and job?")
+    more: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +134,7 @@ _FOREIGN_DETAIL = {
     "cão": "dog", "cao": "dog", "cachorro": "dog", "gato": "cat", "gata": "cat", "gatos": "cat", "cães": "dog", "caes": "dog",
     "perro": "dog", "perra": "dog", "perros": "dog", "gatas": "cat", "chat": "cat", "chats": "cat", "chatte": "cat",
     "chien": "dog", "chiens": "dog", "hund": "dog", "hunde": "dog", "katze": "cat", "katzen": "cat", "kater": "cat",
+    "chienne": "dog", "gatas": "cat", "perras": "dog", "cachorros": "dog",
 }
 
 #: a follow-up to a memory question: "and the cats?", "and my husband's name?", "what about my job?"
@@ -161,11 +164,17 @@ def memory_question(text: str, previous: str | None = None) -> Question | None:
             return None
     if _ALL.search(text) and not any(p.search(text) for a, p in _ATTRIBUTE_WORDS if a != "name"):
         return Question(ALL)
+    asked: list[tuple[str, str | None]] = []
     for attribute, pattern in _ATTRIBUTE_WORDS:
         m = pattern.search(text)
-        if m:
+        if m and all(a != attribute for a, _ in asked):
             d = (m.groupdict().get("d") or "").lower().removesuffix("'s")
-            return Question(attribute, d or None)
+            asked.append((attribute, d or None))
+    if asked:
+        attribute, d = asked[0]
+        # "my wife's name" asks about the wife; "my name and job" asks for both
+        more = tuple(a for a, _ in asked[1:] if a != "name") if attribute in ("family", "pet") else tuple(a for a, _ in asked[1:])
+        return Question(attribute, d, more=more if re.search(r"\band\b|,|&", text) else ())
     return Question(ALL) if _RECALL.search(text) and re.search(r"\b(?:me|myself)\b", text, re.I) else None
 
 
@@ -173,13 +182,16 @@ def memory_question(text: str, previous: str | None = None) -> Question | None:
 def _matches(q: Question, f: Fact) -> bool:
     if q.attribute == ALL:
         return True
+    if f.attribute in q.more:
+        return True
     also = {"likes": ("hobby",), "hobby": ("likes",), "job": ("employer",), "employer": ("job",)}
     if f.attribute != q.attribute and f.attribute not in also.get(q.attribute, ()):
         return False
     d = q.detail
     if not d or d in ("pet", "pets", "animal", "animals"):
         return True
-    words = f"{f.value} {f.text}".lower()
+    # "chat Moka", "Hund Bruno": the animal in the person's language is the one asked about in English terms
+    words = " ".join(_FOREIGN_DETAIL.get(w, w) for w in re.findall(r"[^\W\d_]+", f"{f.value} {f.text}".lower()))
     if d in ("kids", "children", "child", "twins", "grandkids", "grandchildren"):
         return bool(re.search(r"\b(?:son|daughter|child|kid|kids|children|boy|girl|twin|grand\w+)s?\b", words))
     if d in ("siblings",):
@@ -275,7 +287,8 @@ def phrase(f: Fact, lang: str = "en") -> str:
         if len(parts) >= 2 and parts[-1][:1].isupper() and parts[0][:1].islower():
             return str(p[f"{a}_named"]).format(kind=" ".join(parts[:-1]), name=parts[-1])
         counted = re.match(r"(?:a|an|one|two|three|four|\d+)\b", v, re.I)
-        article = "a " if lang == "en" and not counted else ""
+        plural = v.lower().endswith("s") and not v.lower().endswith("ss")
+        article = "a " if lang == "en" and not counted and not plural else ""
         return str(p["have"]).format(v=article + v)
     if a == "age" and lang == "en" and not re.search(r"\b(?:years?|yo)\b", v, re.I):
         return f"you're {v} years old"

@@ -81,7 +81,9 @@ _REQUEST_START = re.compile(
 _HYPOTHETICAL = re.compile(
     r"\b(?:if i (?:were|was|had|could|lived|worked)|i wish i|imagine (?:i|if)|suppose i|pretend i|what if i|"
     r"if only i|i (?:might|may|could) (?:be|move|live|get)|maybe i(?:'ll| will| should)|i would love to|i'd love to|"
-    r"i was thinking (?:of|about)|thinking about (?:moving|getting)|i'm thinking (?:of|about))\b",
+    r"i was thinking (?:of|about)|thinking about (?:moving|getting)|i'm thinking (?:of|about)|"
+    r"(?:not sure|unsure|undecided|can't decide|cannot decide|don't know|do not know|wondering) (?:if|whether)|"
+    r"(?:might|may|could) (?:want to|end up|have to))\b",
     re.I,
 )
 
@@ -98,7 +100,7 @@ _QUOTED = re.compile(
 _DASH = re.compile(r"\s+[-–—]\s+")
 _VERBISH = re.compile(
     r"\b(?:am|is|are|was|were|be|been|have|has|had|do|does|did|live|lives|work|works|love|like|hate|got|get|go|moved|"
-    r"turn|turned|keep|call|called|named|own|play|run|use|eat|drink|\w+ing|\w+ed)\b|'m\b|'s\b|'ve\b|'re\b",
+    r"turn|turned|keep|call|called|named|own|play|run|use|eat|drink|allergic|here|\w+ing|\w+ed)\b|'m\b|'s\b|'ve\b|'re\b",
     re.I,
 )
 
@@ -158,11 +160,17 @@ from shoal.memory.rules import RULES as _RULES  # noqa: E402
 
 #: kinds stated as lists ("allergic to peanuts and shellfish"): every item is a fact
 _LISTED = frozenset({"allergy", "likes", "dislikes", "pet"})
-_LIST_MORE = re.compile(r"^\s*(?:,\s*|\s+(?:and|&)\s+|,\s*and\s+)([\w'\-]+(?: [\w'\-]+){0,2}?)(?=\s*(?:[.,!?;]|\band\b|\bbut\b|$))", re.I)
+_LIST_MORE = re.compile(
+    r"^\s*(?:,\s*|\s+(?:and|&)\s+|,\s*and\s+)([\w'\-]+(?: [\w'\-]+){0,2}?)"
+    r"(?=\s*(?:[.,!?;]|\b(?:and|but|so|because|which|as|though|too|since)\b|$))",
+    re.I,
+)
 #: a list goes on with things, not with a new clause ("…sesame and it's in everything")
 _NOT_ITEMS = frozenset(
     "i my i'm im we it it's its they he she you only just but except not so give get carry is are was were have has "
-    "can can't do don't which that this there then also always never really".split()
+    "can can't do don't which that this there then also always never really "
+    # the same little words in Portuguese, Spanish, French and German ("allergisch gegen Nüsse, das nervt")
+    "das dies es er sie ce ça c'est cela isso isto eso esto ele ela il elle que qui und e y et mais aber pero mas".split()
 )
 
 
@@ -189,7 +197,21 @@ _NOT_THINGS = frozenset("it that this them you him her those these there so much
 
 _KIDS_WORDS = r"(?:\w+\s+)?(?:kids|children|sons|daughters|boys|girls|lads|twins|grandkids|grandchildren)"
 _KID_LABEL = {"son": "son", "boy": "son", "lad": "son", "daughter": "daughter", "daugter": "daughter", "girl": "daughter"}
-_NAMED_LATER = re.compile(r"\b(?:she|he|it|they)(?:'s| is| are|'re)\s+(?:called|named)\s+([A-Z]\w+)")
+_NAMED_LATER = re.compile(r"\b(?:(?:she|he|it|they)(?:'s| is| are|'re)\s+(?:called|named)|(?:her|his|its|their) name(?:'s| is))\s+([A-Z]\w+)")
+#: said with a roll of the eyes: "oh great, I just LOVE Mondays", "oh yeah I just LOVE being stuck on the M25"
+_SARCASM = re.compile(r"\b(?:LOVE|LOVES|LIKE|ADORE|ENJOY)\b|^\s*(?i:oh (?:great|yeah|sure|joy|wonderful|fantastic|brilliant)|yeah right|just what i needed)\b")
+
+
+def _singular(animal: str) -> str:
+    """"cats" → "cat", "chats" → "chat", "Katzen" → "Katze": what one of them is (the word stays the person's)."""
+    low = animal.lower()
+    for plural, cut, add in (("ies", 3, "y"), ("ches", 2, ""), ("shes", 2, ""), ("xes", 2, ""), ("sses", 2, ""),
+                             ("aux", 3, "al"), ("ães", 3, "ão"), ("zen", 1, ""), ("hunde", 1, "")):
+        if low.endswith(plural):
+            return animal[: len(animal) - cut] + add
+    if low.endswith("s") and not low.endswith("ss") and len(low) > 3:
+        return animal[:-1]
+    return animal
 
 
 def rule_facts(message: str) -> list[Candidate]:
@@ -197,6 +219,7 @@ def rule_facts(message: str) -> list[Candidate]:
     out: list[Candidate] = []
     for sentence in statements(message):
         found: list[Candidate] = []
+        sarcastic = bool(_SARCASM.search(sentence))
         for attribute, pattern in _RULES:
             for m in pattern.finditer(sentence):
                 groups = [g for g in m.groups() if g]
@@ -210,6 +233,14 @@ def rule_facts(message: str) -> list[Candidate]:
                         name = re.sub(r"^(?:little|baby|wee|young|big|and)\s+", "", name.strip(), flags=re.I)
                         if name and name.lower() not in _NOT_NAMES:
                             found.append(Candidate("family", f"{label} {name}", "rule"))
+                    continue
+                if attribute == "pets":
+                    # "two cats, Salt and Pepper", "deux chats, Moka et Praline": one fact per animal
+                    kind = _singular(groups[0].strip())
+                    for name in re.split(r"\s*,\s*|\s+(?:and|&|e|y|et|und)\s+", groups[-1]):
+                        name = re.sub(r"^(?:little|baby|wee|young|big|and)\s+", "", name.strip(), flags=re.I)
+                        if name and name.lower() not in _NOT_NAMES:
+                            found.append(Candidate("pet", f"{kind} {name}", "rule"))
                     continue
                 if attribute in ("pet", "family"):
                     value = " ".join(g.strip() for g in groups).strip(" '-")
@@ -225,6 +256,8 @@ def rule_facts(message: str) -> list[Candidate]:
                     continue
                 if attribute in ("likes", "dislikes", "hobby", "allergy", "plan") and value.lower() in _NOT_THINGS:
                     continue
+                if attribute in ("likes", "hobby") and sarcastic:
+                    continue
                 found.append(Candidate(attribute, value, "rule"))
                 found += [Candidate(attribute, extra, "rule") for extra in extras]
         # "got a new puppy last week!! she's called Luna": the name comes a clause later
@@ -234,6 +267,12 @@ def rule_facts(message: str) -> list[Candidate]:
                 Candidate("pet", f"{c.value} {named.group(1)}", "rule") if c.attribute == "pet" and not re.search(r"[A-Z]", c.value) else c
                 for c in found
             ]
+        # "two cats, Salt and Pepper": the named cats say more than "cats"
+        named_kinds = {c.value.rsplit(" ", 1)[0].lower() for c in found if c.attribute == "pet" and re.search(r" [A-ZÀ-Þ]\w*$", c.value)}
+        found = [
+            c for c in found
+            if not (c.attribute == "pet" and not re.search(r"[A-ZÀ-Þ]", c.value) and _singular(c.value.split()[-1]).lower() in named_kinds)
+        ]
         # "my kids are Mia and Leo": the names say more than "kids"
         if any(c.attribute == "family" and re.match(r"(?:child|son|daughter|grandchild) ", c.value) for c in found):
             found = [c for c in found if not (c.attribute == "family" and re.fullmatch(_KIDS_WORDS, c.value, re.I))]
@@ -396,7 +435,7 @@ def ground(candidate: Candidate, message: str) -> Fact | str:
 
 _NEGATIVE = re.compile(
     r"\b(?:hate|hates|dislike|dislikes|detest|loathe|can't stand|cannot stand|can't bear|don't|do not|doesn't|not|never|"
-    r"no longer|awful|allergic)\b",
+    r"no longer|awful|allergic|\w+n't|nothing for me|not for me|not my thing)\b",
     re.I,
 )
 
@@ -452,6 +491,8 @@ def extract(message: str, model_candidates: list[Candidate] | None = None) -> tu
                 result = "its clause is not about the user"
         else:
             result = ground(cand, stated or message)
+            if not isinstance(result, str) and result.attribute != "family" and _THIRD_PARTY.match(result.text):
+                result = "its clause is about someone else"
         if isinstance(result, str):
             rejected.append((cand, result))
             continue
