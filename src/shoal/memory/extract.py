@@ -156,6 +156,8 @@ def statements(message: str) -> list[str]:
 # -------------------------------------------------------------------- rules
 from shoal.memory.rules import ANIMAL as _ANIMAL  # noqa: E402
 from shoal.memory.rules import RELATION as _RELATION  # noqa: E402
+from shoal.memory.rules import FJOBS as _FJOBS  # noqa: E402
+from shoal.memory.rules import JOBS as _JOBS  # noqa: E402
 from shoal.memory.rules import RULES as _RULES  # noqa: E402
 
 #: kinds stated as lists ("allergic to peanuts and shellfish"): every item is a fact
@@ -466,6 +468,69 @@ def _within(value: str, other: str) -> bool:
     return set(value.lower().split()) <= set(other.lower().split())
 
 
+# -------------------------------------------------------------------- what a model candidate must look like
+_JOB_WORDS = frozenset(w.lower() for w in _JOBS + _FJOBS)
+_JOB_SHAPE = re.compile(r"(?:er|or|ist|ian|ant|ent|ive|eur|euse|ero|era|ora|iste|ing)s?$", re.I)
+_LIKE_WORDS = re.compile(
+    r"\b(?:like|likes|love|loves|loving|enjoy|enjoys|adore|prefer|fan|into|favou?rite|obsessed|passion\w*|hooked|"
+    r"addicted|keen|mad about|crazy about|gusta|encanta|adoro|gosto|aime|adore|mag|liebe)\b",
+    re.I,
+)
+_HOBBY_WORDS = re.compile(r"\b(?:hobby|hobbies|free time|spare time|weekends?|for fun|play|plays|playing|practi[cs]e|collect|go|do)\b|\w+ing\b", re.I)
+_PLAN_WORDS = re.compile(
+    r"\b(?:plan|plans|planning|going to|gonna|about to|will|'ll|intend|hope to|hoping to|want to|next|soon|tomorrow|"
+    r"booked|heading|moving|getting)\b",
+    re.I,
+)
+_DATE_WORDS = re.compile(r"\d|\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b|christmas|new year", re.I)
+_AGE_VALUE = re.compile(r"^(?:\d{1,3}|[a-z]+ty(?:[\s-][a-z]+)?|[a-z]+teen)(?:\s+(?:years?(?:\s+old)?|yo))?$", re.I)
+
+
+def plausible(attribute: str, value: str, clause: str) -> str | None:
+    """Why a *model* candidate cannot be what it says it is, or None.
+
+    The 135M model under a JSON schema names kinds loosely ("likes: spider" from a question about spiders,
+    "job: tired", "location: work"); rules are written for their kinds, the model's output is checked against
+    the shape of each kind: a name or a place is capitalised, a job is a job word, a like is said with a
+    liking word, an age is a number, a date has a day or a month.
+    """
+    v = value.strip()
+    words = v.split()
+    if attribute == "name":
+        if not (1 <= len(words) <= 2 and all(w[:1].isupper() for w in words)):
+            return "a name is one or two capitalised words"
+    elif attribute == "location":
+        if not v[:1].isupper() or len(words) > 4:
+            return "a place is capitalised"
+    elif attribute == "job":
+        if len(words) > 4 or not any(w.lower().strip(".,") in _JOB_WORDS or _JOB_SHAPE.search(w) for w in words):
+            return "not a job word"
+    elif attribute == "employer":
+        if not v[:1].isupper() and not v.lower().startswith("the "):
+            return "an employer is a capitalised name"
+    elif attribute == "age":
+        if not _AGE_VALUE.match(v) or (v.isdigit() and not 1 <= int(v) <= 120):
+            return "an age is a number"
+    elif attribute == "birthday":
+        if not _DATE_WORDS.search(v):
+            return "a birthday needs a day or a month"
+    elif attribute in ("likes", "dislikes"):
+        if not (_LIKE_WORDS.search(clause) or _NEGATIVE.search(clause)) or len(words) > 5:
+            return "no liking or disliking word in its clause"
+    elif attribute == "hobby":
+        if not _HOBBY_WORDS.search(clause) or len(words) > 4:
+            return "not said as a pastime"
+    elif attribute == "allergy":
+        if not re.search(r"allerg|al[eé]rgi|intoleran|can't (?:eat|have)|react", clause, re.I):
+            return "an allergy is said as one"
+    elif attribute == "plan":
+        if not _PLAN_WORDS.search(clause):
+            return "not said as a plan"
+    elif attribute == "other":
+        return "too vague to keep from the model alone"
+    return None
+
+
 def extract(message: str, model_candidates: list[Candidate] | None = None) -> tuple[list[Fact], list[tuple[Candidate, str]]]:
     """Ground rule and model candidates; returns (facts, rejected-with-reason).
 
@@ -489,6 +554,8 @@ def extract(message: str, model_candidates: list[Candidate] | None = None) -> tu
             result = ground(cand, stated)
             if not isinstance(result, str) and not _about_the_speaker(cand.attribute, result.text, result.value):
                 result = "its clause is not about the user"
+            if not isinstance(result, str):
+                result = plausible(result.attribute, result.value, result.text) or result
         else:
             result = ground(cand, stated or message)
             if not isinstance(result, str) and result.attribute != "family" and _THIRD_PARTY.match(result.text):
