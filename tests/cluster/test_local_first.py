@@ -147,6 +147,25 @@ async def test_big_failing_opens_its_circuit_and_local_takes_every_complex_turn(
         assert len(big.calls("/v1/chat/completions")) == 2
 
 
+async def test_a_model_big_does_not_offer_falls_back_to_local_before_anything_is_sent(
+    fakes: list[FakeServer], embedded: EmbeddedBackend
+) -> None:
+    big = started(fakes, FakeServer())
+    text = entry("local", "embedded") + entry("big", "openai", big.url, models=["big-model"])
+    cfg = parse_config(
+        text + '[cluster]\nhealth_interval = 0\n[routing.local_first]\nlocal = "local"\nbig = "big"\nbig_model = "no-such-model"\n'
+    )
+    assert cfg.routing.local_first is not None
+    async with Cluster(cfg, backends={"local": embedded}) as cluster:
+        route = LocalFirst(cfg.routing.local_first, ClusterViews(cluster))
+        choice = route.choose(COMPLEX)
+        assert (choice.server, choice.model) == ("big", "no-such-model")
+        chunks = [c async for c in route.stream(choice, request(COMPLEX))]
+    assert "".join(c.text for c in chunks) and chunks[-1].served_by == "local"
+    assert (choice.server, choice.served_by, choice.fallback) == ("local", "local", "big failed before answering")
+    assert big.calls("/v1/chat/completions") == []
+
+
 async def test_a_disabled_big_server_sends_complex_turns_local(embedded: EmbeddedBackend) -> None:
     text = entry("local", "embedded") + entry("big", "openai", "http://127.0.0.1:9", enabled=False)
     cfg = parse_config(text + '[cluster]\nhealth_interval = 0\n[routing.local_first]\nlocal = "local"\nbig = "big"\n')

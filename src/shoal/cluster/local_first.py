@@ -6,7 +6,8 @@ no model call, tens of microseconds) and picks ``big`` for a complex turn,
 ``local`` for a simple one — and ``local`` whenever ``big`` cannot take work
 now (down, disabled, its circuit open). ``LocalFirst.stream`` generates on the
 chosen server; when ``big`` fails before its first token, the reply is written
-by ``local`` instead, and the choice records why. The conversation bot
+by ``local`` instead (whatever the failure: unreachable, an error status,
+its queue full, an unknown model), and the choice records why. The conversation bot
 publishes every choice as a ``route.model`` event, which the headspace shows.
 
 Each server is reached through its cluster view (``ctx.backends[name]``), so the
@@ -18,15 +19,19 @@ one gets none (an adapter belongs to the base model it was trained on).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import AsyncIterator
 
 from shoal.backends.base import Backend
 from shoal.cluster.complexity import Assessment, assess
 from shoal.config import LocalFirstConfig
-from shoal.errors import BackendError, GenerationCancelled
+from shoal.errors import CapacityError, GenerationCancelled, NotFound, ShoalError
 from shoal.types import Chunk, GenerateRequest
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -42,9 +47,9 @@ class Choice:
     served_by: str = ""
 
     def describe(self) -> str:
-        """One line for the headspace: "complex (4.0: about code, 2 questions) → big"."""
+        """One line for the headspace: "complex (score 4: about code, 2 questions) → big"."""
         a = self.assessment
-        why = f"{a.label} ({a.score:g}{': ' + ', '.join(a.reasons) if a.reasons else ''})"
+        why = f"{a.label} (score {a.score:g}{': ' + ', '.join(a.reasons) if a.reasons else ''})"
         if self.fallback:
             return f"{why} → wanted {self.wanted}, but {self.fallback}: {self.server} answers"
         return f"{why} → {self.server}"
@@ -80,36 +85,46 @@ class LocalFirst:
         local = self.settings.local
         first = True
         try:
-            async for chunk in self._on(choice.server, choice.model, req):
-                if first and chunk.text:
-                    first = False
-                    self._served(choice, chunk.served_by or choice.server)
-                yield chunk
+            # aclosing: a reader that stops early (a guard, a new turn) closes the upstream request at once
+            async with aclosing(self._on(choice.server, choice.model, req)) as chunks:  # type: ignore[type-var]
+                async for chunk in chunks:
+                    if first and chunk.text:
+                        first = False
+                        self._served(choice, chunk.served_by or choice.server)
+                    yield chunk
             return
         except GenerationCancelled:
             raise
-        except BackendError:
+        except ShoalError as exc:
             if not first or choice.server == local:
                 raise  # mid-stream: the cluster's failover already had its chance
-        failed = choice.server
+            failed, busy = choice.server, isinstance(exc, CapacityError)
+            log.warning("local-first: %s did not answer (%s); the local model answers", failed, exc)
         choice.server, choice.model = local, self.settings.local_model or _bot_model(req)
-        choice.fallback = f"{failed} failed before answering"
-        async for chunk in self._on(local, choice.model, req):
-            if first and chunk.text:
-                first = False
-                choice.served_by = chunk.served_by or local
-            yield chunk
+        choice.fallback = f"{failed} is busy (its queue is full)" if busy else f"{failed} failed before answering"
+        async with aclosing(self._on(local, choice.model, req)) as chunks:  # type: ignore[type-var]
+            async for chunk in chunks:
+                if first and chunk.text:
+                    first = False
+                    choice.served_by = chunk.served_by or local
+                yield chunk
 
     def _on(self, server: str, model: str | None, req: GenerateRequest) -> AsyncIterator[Chunk]:
+        backend = self.backends.get(server)
+        if backend is None:
+            raise NotFound(
+                f"[routing.local_first] names server '{server}', which is not in the cluster",
+                hint="`shoal cluster status` lists the servers; fix local/big in shoal.toml",
+            )
         adapter = req.adapter if server == self.settings.local else ""
-        return self.backends[server].stream(dataclasses.replace(req, model=model, adapter=adapter))
+        return backend.stream(dataclasses.replace(req, model=model, adapter=adapter))
 
     @staticmethod
     def _served(choice: Choice, server: str) -> None:
         choice.served_by = server
         if server != choice.server:
-            # the cluster moved it (the chosen server failed and another serving the same model took over)
-            choice.fallback = choice.fallback or f"{choice.server} could not take it; {server} answered"
+            # the cluster moved it: the chosen server failed, another serving the same model took over
+            choice.fallback = choice.fallback or f"{choice.server} failed before answering"
             choice.server = server
 
 

@@ -1,0 +1,81 @@
+"""The local-first router in the web UI: the headspace says which model writes each reply and why.
+
+Real parts: the embedded engine as ``local``, a real llama.cpp server on loopback as ``big``
+(the same SmolLM2 file), uvicorn, Debian's Chromium.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from ..conftest import ARTIFACTS, LlamaServer
+from .conftest import PASSWORDS, SERVER_CONFIG, LiveServer, Site, make_site
+from .test_browser import ARGS, CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def routed_site(tmp_path_factory: pytest.TempPathFactory, llama_server: LlamaServer) -> Site:
+    text = SERVER_CONFIG + f"""
+[[servers]]
+name = "big"
+kind = "llamacpp"
+url = "{llama_server.url}"
+models = ["smollm2-135m"]
+
+[cluster]
+health_interval = 0   # python -m llama_cpp.server cuts a running stream off when a probe arrives
+
+[routing.local_first]
+local = "local"
+big = "big"
+"""
+    return make_site(tmp_path_factory.mktemp("local-first-home"), text)
+
+
+@pytest.fixture(scope="module")
+def routed_live(routed_site: Site) -> Iterator[LiveServer]:
+    server = LiveServer(routed_site.env).start()
+    yield server
+    server.stop()
+
+
+def test_the_headspace_shows_which_model_answers_and_why(routed_live: LiveServer, model_path: Path) -> None:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(routed_live.url)
+        page.fill("input[name=name]", "bob")
+        page.fill("input[name=password]", PASSWORDS["bob"])
+        page.click("button:has-text('Sign in')")
+        page.click("[data-test=new-chat]")
+
+        page.fill("[data-test=composer]", "write a python function that checks whether a word is a palindrome")
+        page.click("[data-test=send]")
+        headspace = page.locator("[data-test=headspace]")
+        routed = headspace.locator("[data-test=turn-card]").nth(0).locator(".hs-item.model")
+        expect(routed.first).to_contain_text("model · big", timeout=60_000)
+        expect(page.locator("[data-test=reply]").first).not_to_be_empty(timeout=120_000)
+        expect(page.locator(".msg.assistant .cursor")).to_have_count(0, timeout=120_000)
+        expect(routed).to_have_count(1)  # written by big: no fallback
+        expect(routed).to_contain_text("complex (")
+        expect(routed).to_contain_text("about code")
+        expect(routed).to_contain_text("→ big")
+
+        page.fill("[data-test=composer]", "thanks!")
+        page.click("[data-test=send]")
+        thanks = headspace.locator("[data-test=turn-card]").nth(1).locator(".hs-item.model")
+        expect(thanks).to_contain_text("model · local", timeout=60_000)
+        expect(page.locator(".msg.assistant .cursor")).to_have_count(0, timeout=120_000)
+        expect(thanks).to_have_count(1)
+        expect(thanks).to_contain_text("simple (")
+        expect(thanks).to_contain_text("small talk")
+        page.screenshot(path=str(ARTIFACTS / "ui-local-first.png"))
+        assert "127.0.0.1" not in headspace.inner_text()  # a plain user sees server names, never addresses
+        browser.close()
+        assert not errors, errors
