@@ -217,3 +217,20 @@ def test_nothing_is_routed_for_a_bot_the_table_does_not_list() -> None:
     )
     assert cfg.local_first_for("conversation") is None
     assert cfg.local_first_for("other") is cfg.routing.local_first
+
+
+def test_shoal_chat_shows_the_choice_in_its_headspace() -> None:
+    from rich.console import Console
+
+    from shoal.cli.chat import TurnView
+
+    view = TurnView()
+    ev = ModelRoute(
+        conversation="c", turn="t", message_id="m", server="local", complexity="complex", score=3.5,
+        reasons=["about code"], wanted="big", fallback="big is down",
+        text="complex (score 3.5: about code) → wanted big, but big is down: local answers",
+    )
+    view.feed(ev, "t")
+    console = Console(width=200, record=True)
+    console.print(view.render())
+    assert "model: complex (score 3.5: about code) → wanted big, but big is down: local answers" in console.export_text()
