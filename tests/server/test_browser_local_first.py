@@ -6,19 +6,18 @@ Real parts: the embedded engine as ``local``, a real llama.cpp server on loopbac
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterator
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from ..conftest import ARTIFACTS, LlamaServer
 from .conftest import PASSWORDS, SERVER_CONFIG, LiveServer, Site, make_site
-from .test_browser import ARGS, CHROMIUM
+from .test_browser import page  # noqa: F401 (the browser page fixture, on this module's `live`)
 
 
 @pytest.fixture(scope="module")
-def routed_site(tmp_path_factory: pytest.TempPathFactory, llama_server: LlamaServer) -> Site:
+def site(tmp_path_factory: pytest.TempPathFactory, llama_server: LlamaServer) -> Site:
     text = SERVER_CONFIG + f"""
 [[servers]]
 name = "big"
@@ -37,45 +36,39 @@ big = "big"
 
 
 @pytest.fixture(scope="module")
-def routed_live(routed_site: Site) -> Iterator[LiveServer]:
-    server = LiveServer(routed_site.env).start()
+def live(site: Site) -> Iterator[LiveServer]:
+    server = LiveServer(site.env).start()
     yield server
     server.stop()
 
 
-def test_the_headspace_shows_which_model_answers_and_why(routed_live: LiveServer, model_path: Path) -> None:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1440, "height": 900})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(routed_live.url)
-        page.fill("input[name=name]", "bob")
-        page.fill("input[name=password]", PASSWORDS["bob"])
-        page.click("button:has-text('Sign in')")
-        page.click("[data-test=new-chat]")
+def test_the_headspace_shows_which_model_answers_and_why(page, live: LiveServer) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    page.goto(live.url)
+    page.fill("input[name=name]", "bob")
+    page.fill("input[name=password]", PASSWORDS["bob"])
+    page.click("button:has-text('Sign in')")
+    page.click("[data-test=new-chat]")
 
-        page.fill("[data-test=composer]", "write a python function that checks whether a word is a palindrome")
-        page.click("[data-test=send]")
-        headspace = page.locator("[data-test=headspace]")
-        routed = headspace.locator("[data-test=turn-card]").nth(0).locator(".hs-item.model")
-        expect(routed.first).to_contain_text("model · big", timeout=60_000)
-        expect(page.locator("[data-test=reply]").first).not_to_be_empty(timeout=120_000)
-        expect(page.locator(".msg.assistant .cursor")).to_have_count(0, timeout=120_000)
-        expect(routed).to_have_count(1)  # written by big: no fallback
-        expect(routed).to_contain_text("complex (")
-        expect(routed).to_contain_text("about code")
-        expect(routed).to_contain_text("→ big")
+    page.fill("[data-test=composer]", "write a python function that checks whether a word is a palindrome")
+    page.click("[data-test=send]")
+    headspace = page.locator("[data-test=headspace]")
+    routed = headspace.locator("[data-test=turn-card]").nth(0).locator(".hs-item.model")
+    expect(routed.first).to_contain_text("model · big", timeout=60_000)
+    expect(page.locator("[data-test=reply]").first).not_to_be_empty(timeout=120_000)
+    expect(page.locator(".msg.assistant .cursor")).to_have_count(0, timeout=120_000)
+    expect(routed).to_have_count(1)  # written by big: no fallback
+    expect(routed).to_contain_text("complex (")
+    expect(routed).to_contain_text("about code")
+    expect(routed).to_contain_text("→ big")
 
-        page.fill("[data-test=composer]", "thanks!")
-        page.click("[data-test=send]")
-        thanks = headspace.locator("[data-test=turn-card]").nth(1).locator(".hs-item.model")
-        expect(thanks).to_contain_text("model · local", timeout=60_000)
-        expect(page.locator(".msg.assistant .cursor")).to_have_count(0, timeout=120_000)
-        expect(thanks).to_have_count(1)
-        expect(thanks).to_contain_text("simple (")
-        expect(thanks).to_contain_text("small talk")
-        page.screenshot(path=str(ARTIFACTS / "ui-local-first.png"))
-        assert "127.0.0.1" not in headspace.inner_text()  # a plain user sees server names, never addresses
-        browser.close()
-        assert not errors, errors
+    page.fill("[data-test=composer]", "thanks!")
+    page.click("[data-test=send]")
+    thanks = headspace.locator("[data-test=turn-card]").nth(1).locator(".hs-item.model")
+    expect(thanks).to_contain_text("model · local", timeout=60_000)
+    expect(page.locator("[data-test=reply]").nth(1)).not_to_be_empty(timeout=120_000)
+    expect(page.locator(".msg.assistant .cursor")).to_have_count(0, timeout=120_000)
+    expect(thanks).to_have_count(1)
+    expect(thanks).to_contain_text("simple (")
+    expect(thanks).to_contain_text("small talk")
+    page.screenshot(path=str(ARTIFACTS / "ui-local-first.png"))
+    assert "127.0.0.1" not in headspace.inner_text()  # a plain user sees server names, never addresses
