@@ -336,9 +336,7 @@ class ConversationBot(Bot):
         settings = self.ctx.config.local_first_for(self.name)
         if settings is None or not text:
             return None, None
-        previous = next(
-            (m.content for m in reversed(history) if m.role == "user" and m.id != turn and m.content != text), ""
-        )
+        previous = next((m.content for m in reversed(history) if m.role == "user" and m.id != turn), "")
         route = LocalFirst(settings, self.ctx.backends)
         return route, route.choose(text, previous, bot_model=self.config.model)
 
