@@ -1,4 +1,5 @@
-"""The local-first router in the web UI: the headspace says which model writes each reply and why.
+"""The local-first router behind the web server: the headspace says which model writes each reply and why,
+and the choice is in the owner's event log only.
 
 Real parts: the embedded engine as ``local``, a real llama.cpp server on loopback as ``big``
 (the same SmolLM2 file), uvicorn, Debian's Chromium.
@@ -12,7 +13,7 @@ import pytest
 from playwright.sync_api import expect
 
 from ..conftest import ARTIFACTS, LlamaServer
-from .conftest import PASSWORDS, SERVER_CONFIG, LiveServer, Site, make_site
+from .conftest import PASSWORDS, SERVER_CONFIG, LiveServer, Site, auth, make_site, new_conversation, send_and_settle
 from .test_browser import page  # noqa: F401 (the browser page fixture, on this module's `live`)
 
 
@@ -72,3 +73,15 @@ def test_the_headspace_shows_which_model_answers_and_why(page, live: LiveServer)
     expect(thanks).to_contain_text("small talk")
     page.screenshot(path=str(ARTIFACTS / "ui-local-first.png"))
     assert "127.0.0.1" not in headspace.inner_text()  # a plain user sees server names, never addresses
+
+
+def test_the_choice_is_in_the_owners_event_log_and_nobody_elses(http, site: Site) -> None:  # type: ignore[no-untyped-def]
+    conv = new_conversation(http, site.tokens["ana"])
+    events = send_and_settle(http, site.tokens["ana"], conv, "solve 3x + 7 = 2x - 5 and show the steps", timeout=180)
+    routes = [e for e in events if e["kind"] == "route.model"]
+    assert routes and routes[0]["server"] == "big" and routes[0]["complexity"] == "complex" and "maths" in routes[0]["reasons"]
+    end = next(e for e in events if e["kind"] == "reply.end")
+    assert end["served_by"] == routes[-1]["server"]
+    for other in ("bob", "root"):  # another person — an admin too — gets none of it
+        r = http.get(f"/api/conversations/{conv}/events", headers=auth(site.tokens[other]))
+        assert r.status_code == 404, (other, r.status_code)
