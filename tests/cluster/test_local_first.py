@@ -11,6 +11,7 @@ import pytest
 from shoal.backends.embedded import EmbeddedBackend
 from shoal.cluster import Cluster
 from shoal.cluster.local_first import LocalFirst
+from shoal.cluster.status import prometheus
 from shoal.config import Env, Settings, parse_config
 from shoal.runtime.messages import ModelRoute, ReplyEnd
 from shoal.runtime.swarm import ClusterViews, Swarm
@@ -112,6 +113,7 @@ async def test_simple_turns_go_local_complex_ones_big_and_local_answers_when_big
         assert routes[0].text.endswith("→ wanted big, but big is down: local answers")
         assert end.served_by == "local"
         assert "127.0.0.1" not in " ".join(r.text for r in routes)  # no addresses for people who chat
+        assert swarm.cluster.metrics.local_first.values == {("local", "local"): 1, ("big", "big"): 1, ("big", "local"): 2}
 
 
 def request(text: str) -> GenerateRequest:
@@ -142,9 +144,13 @@ async def test_big_failing_opens_its_circuit_and_local_takes_every_complex_turn(
         choice = route.choose(COMPLEX)
         assert choice.server == "local" and choice.wanted == "big"
         assert choice.fallback.startswith("big is refusing work: its circuit opened after 2 failures")
-        assert route.choose(SIMPLE).server == "local"
+        simple = route.choose(SIMPLE)
+        assert simple.server == "local"
+        assert [c async for c in route.stream(simple, request(SIMPLE))][-1].served_by == "local"
         # a simple turn never touches big: still two failed calls there
         assert len(big.calls("/v1/chat/completions")) == 2
+        assert cluster.metrics.local_first.values == {("big", "local"): 2, ("local", "local"): 1}
+        assert 'shoal_cluster_local_first_total{wanted="big",server="local"} 2' in prometheus(cluster)
 
 
 async def test_a_model_big_does_not_offer_falls_back_to_local_before_anything_is_sent(

@@ -91,6 +91,7 @@ class LocalFirst:
                     if first and chunk.text:
                         first = False
                         self._served(choice, chunk.served_by or choice.server)
+                        self._count(choice)
                     yield chunk
             return
         except GenerationCancelled:
@@ -107,6 +108,7 @@ class LocalFirst:
                 if first and chunk.text:
                     first = False
                     choice.served_by = chunk.served_by or local
+                    self._count(choice)
                 yield chunk
 
     def _on(self, server: str, model: str | None, req: GenerateRequest) -> AsyncIterator[Chunk]:
@@ -118,6 +120,12 @@ class LocalFirst:
             )
         adapter = req.adapter if server == self.settings.local else ""
         return backend.stream(dataclasses.replace(req, model=model, adapter=adapter))
+
+    def _count(self, choice: Choice) -> None:
+        """One more reply placed (``shoal_cluster_local_first_total``), in the cluster behind the views."""
+        cluster = getattr(self.backends.get(choice.served_by), "cluster", None)
+        if cluster is not None:
+            cluster.metrics.local_first.inc(choice.wanted, choice.served_by)
 
     @staticmethod
     def _served(choice: Choice, server: str) -> None:
