@@ -312,10 +312,27 @@ class RoomConfig(_Strict):
     answers_per_turn: int = Field(default=1, ge=1, le=8, description="personas that may answer one message")
 
 
+class LocalFirstConfig(_Strict):
+    """The local-first router (seed 004, docs/cluster.md): simple turns to the small local model, complex ones
+    to a bigger one; the local model answers whenever the bigger one cannot."""
+
+    local: str = Field(description="server of the small (tuned) model: simple turns, and everything when big is down")
+    big: str = Field(description="server of the bigger model: complex turns")
+    local_model: str = Field(default="", description="model on the local server (empty: the bot's model, else the server's default)")
+    big_model: str = Field(default="", description="model on the big server (empty: the server's default)")
+    threshold: float = Field(
+        default=2.0, gt=0, le=20, description="complexity score from which a turn is complex (bench/router.py measures it)"
+    )
+    bots: list[str] = Field(default_factory=list, description="conversation bots it routes (empty: every conversation bot)")
+
+
 class RoutingConfig(_Strict):
     always: list[str] = Field(default_factory=lambda: ["memory"], description="bots that get every turn")
     rules: list[RoutingRule] = Field(default_factory=list)
     settle_timeout: float = Field(default=90.0, gt=0, description="seconds the primary waits for results")
+    local_first: LocalFirstConfig | None = Field(
+        default=None, description="send simple turns to a small local model and complex ones to a bigger one"
+    )
 
 
 class MemoryConfig(_Strict):
@@ -402,6 +419,7 @@ class ShoalConfig(_Strict):
                 raise CrossReference(f"routing sends to unknown bot '{target}' (bots: {', '.join(sorted(names))})", loc)
             if roles.get(target) in ("conversation", "primary", "persona", "timer", "alarm"):
                 raise CrossReference(f"routing cannot send to bot '{target}' of role '{roles[target]}'", loc)
+        self._check_local_first(servers, roles)
         _unique([r.name for r in self.rooms], "rooms")
         for i, room in enumerate(self.rooms):
             for p in room.personas:
@@ -410,6 +428,38 @@ class ShoalConfig(_Strict):
                         f"room '{room.name}' lists '{p}', which is not a bot of role 'persona'", ("rooms", i, "personas")
                     )
         return self
+
+    def _check_local_first(self, servers: set[str], roles: dict[str, str]) -> None:
+        lf = self.routing.local_first
+        if lf is None:
+            return
+        for key in ("local", "big"):
+            name = getattr(lf, key)
+            if name not in servers:
+                raise CrossReference(
+                    f"local_first.{key} names server '{name}', which is not declared as [[servers]] "
+                    f"(declared: {', '.join(sorted(servers))})",
+                    ("routing", "local_first", key),
+                )
+        if lf.local == lf.big:
+            raise CrossReference(
+                f"local_first.local and local_first.big are both '{lf.local}': name two different servers",
+                ("routing", "local_first", "big"),
+            )
+        for bot in lf.bots:
+            if roles.get(bot) != "conversation":
+                what = f"a bot of role '{roles[bot]}'" if bot in roles else "not a declared bot"
+                raise CrossReference(
+                    f"local_first.bots lists '{bot}', which is {what}; it routes conversation bots only",
+                    ("routing", "local_first", "bots"),
+                )
+
+    def local_first_for(self, bot: str) -> LocalFirstConfig | None:
+        """The local-first router settings that apply to conversation bot ``bot`` (None: it is not routed)."""
+        lf = self.routing.local_first
+        if lf is None or (lf.bots and bot not in lf.bots):
+            return None
+        return lf
 
     def room(self, name: str) -> RoomConfig:
         for r in self.rooms:
@@ -715,6 +765,16 @@ settle_timeout = 90     # seconds the primary waits for background results
 
 # Rules are checked in order; every matching rule sends the turn on.
 # when: always | question | plan | personal | long | regex (with pattern = "...")
+# Local-first (docs/cluster.md): with a bigger model among [[servers]], simple turns go to the
+# small local one and complex ones (code, maths, reasoning, planning, asks for detail) to the big
+# one; when it is down, local answers. The headspace shows each decision and why.
+# [routing.local_first]
+# local = "local"           # the small (tuned) model's server
+# big = "big"               # the bigger model's server
+# big_model = ""            # empty: the big server's default model
+# threshold = 2.0           # complexity score from which a turn is complex
+# bots = []                 # empty: every conversation bot
+
 [[routing.rules]]
 name = "questions"
 when = "question"

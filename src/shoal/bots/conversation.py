@@ -32,6 +32,7 @@ from shoal.runtime.messages import (
     FactsResult,
     Injection,
     MemoryItem,
+    ModelRoute,
     RecallQuery,
     Regenerate,
     RecallResult,
@@ -45,6 +46,7 @@ from shoal.runtime.messages import (
     StopReply,
     UserTurn,
 )
+from shoal.cluster.local_first import Choice, LocalFirst
 from shoal.runtime.rooms import QUESTION
 from shoal.store.conversations import User
 from shoal.store.ids import new_id
@@ -183,6 +185,9 @@ class ConversationBot(Bot):
                 replaces=replaces,
             )
         )
+        route, choice = self._route(text, turn, history)
+        if choice is not None:
+            await self._announce(conversation, turn, message_id, choice)
         guard = ReplyGuard(
             text or "",
             user_values=_values(facts) + [c.value for c in rule_facts(text or "")],
@@ -195,7 +200,8 @@ class ConversationBot(Bot):
             # asked again: sample more freely, or a greedy bot would say the same words once more
             temperature = max(self.config.temperature, REGENERATE_TEMPERATURE) if replaces else None
             parts = await self._guarded(
-                conversation, turn, message_id, messages, cancel, guard, text or "", facts, partial, temperature
+                conversation, turn, message_id, messages, cancel, guard, text or "", facts, partial, temperature,
+                route, choice,
             )
         except GenerationCancelled:
             status, parts = "interrupted", partial[0]
@@ -206,7 +212,8 @@ class ConversationBot(Bot):
         except ShoalError as exc:
             status, error, parts = "error", str(exc), partial[0]
             log.warning("reply in %s failed: %s", conversation, exc)
-        await self._finish(conversation, turn, message_id, parts, status, error, interjection, pending)
+        served = choice.served_by if choice is not None else ""
+        await self._finish(conversation, turn, message_id, parts, status, error, interjection, pending, served)
 
     async def _guarded(
         self,
@@ -220,8 +227,14 @@ class ConversationBot(Bot):
         facts: list[MemoryItem],
         partial: list[list[str]],
         temperature: float | None = None,
+        route: LocalFirst | None = None,
+        choice: Choice | None = None,
     ) -> list[str]:
-        """Stream the model's reply through the guards: regenerate once with a note, then fall back."""
+        """Stream the model's reply through the guards: regenerate once with a note, then fall back.
+
+        With the local-first router (``route``), the reply is written where ``choice`` says;
+        a change of server on the way (big failed, local took over) is announced.
+        """
 
         def delta(piece: str) -> ReplyDelta:
             return ReplyDelta(conversation=conversation, turn=turn, message_id=message_id, text=piece)
@@ -231,11 +244,16 @@ class ConversationBot(Bot):
             req = self.request(messages, temperature=temperature)
             req.cancel = attempt_cancel = cancel.child()
             stopped: Verdict | None = None
-            async with aclosing(self.stream(req)) as chunks:  # type: ignore[type-var]
+            announced = choice.fallback if choice is not None else ""
+            stream = route.stream(choice, req) if route is not None and choice is not None else self.stream(req)
+            async with aclosing(stream) as chunks:  # type: ignore[type-var]
                 try:
                     async for chunk in chunks:
                         if not chunk.text:
                             continue
+                        if choice is not None and choice.fallback != announced:
+                            announced = choice.fallback
+                            await self._announce(conversation, turn, message_id, choice)
                         parts.append(chunk.text)
                         await self.emit(delta(chunk.text))
                         if guard is not None and (stopped := guard.feed("".join(parts))) is not None:
@@ -285,6 +303,7 @@ class ConversationBot(Bot):
         error: str | None,
         interjection: Injection | None,
         pending: list[dict[str, Any]],
+        served_by: str = "",
     ) -> None:
         text = clean_reply("".join(parts), (self.name,))
         if text or status != "error":
@@ -305,10 +324,31 @@ class ConversationBot(Bot):
                 status=status,  # type: ignore[arg-type]
                 interjection=interjection is not None,
                 error=error,
+                served_by=served_by,
             )
         )
         if error:
             await self.emit(BotError(conversation=conversation, turn=turn, error=error))
+
+    # -- local first (docs/cluster.md) ----------------------------------------------
+    def _route(self, text: str, turn: str | None, history: list[Any]) -> tuple[LocalFirst | None, Choice | None]:
+        """Where the local-first router sends a reply to ``text`` (nothing when it does not route this bot)."""
+        settings = self.ctx.config.local_first_for(self.name)
+        if settings is None or not text:
+            return None, None
+        previous = next((m.content for m in reversed(history) if m.role == "user" and m.id != turn), "")
+        route = LocalFirst(settings, self.ctx.backends)
+        return route, route.choose(text, previous, bot_model=self.config.model)
+
+    async def _announce(self, conversation: str, turn: str | None, message_id: str, choice: Choice) -> None:
+        a = choice.assessment
+        await self.emit(
+            ModelRoute(
+                conversation=conversation, turn=turn, message_id=message_id, server=choice.server,
+                model=choice.model or "", complexity=a.label, score=a.score, reasons=a.reasons,  # type: ignore[arg-type]
+                wanted=choice.wanted, fallback=choice.fallback, text=choice.describe(),
+            )
+        )
 
     async def _user(self, user_id: str) -> User | None:
         try:

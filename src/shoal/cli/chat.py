@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import typer
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
 from rich.text import Text
 
@@ -29,6 +30,7 @@ from shoal.runtime.messages import (
     MemoryProposed,
     MemoryRejected,
     MemoryWrite,
+    ModelRoute,
     ReplyCheck,
     ReplyDelta,
     ReplyEnd,
@@ -249,6 +251,8 @@ class TurnView:
                 self.reply_done = True
                 if ev.status != "complete":
                     self.notes.append(f"[red]reply {ev.status}[/] {ev.error or ''}")
+        elif isinstance(ev, ModelRoute):
+            self.notes.append(f"[blue]model:[/] {escape(ev.text)}")
         elif isinstance(ev, Route):
             self.route = ", ".join(f"{t} ({ev.reasons.get(t, '')})" for t in ev.targets) or "nobody"
         elif isinstance(ev, ThoughtStart):

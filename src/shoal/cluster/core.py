@@ -446,6 +446,24 @@ class Cluster:
             hint="`shoal cluster status` shows each server's health; start or enable one",
         )
 
+    def unavailable(self, server: str) -> str | None:
+        """Why ``server`` cannot take new work now, worded to follow "<server> is", or None when it can.
+
+        Names states only, never addresses or upstream errors: the answer is shown to anyone chatting.
+        """
+        m = self.members.get(server)
+        if m is None:
+            return "not in the cluster"
+        if not m.enabled:
+            return "disabled"
+        if m.health == "down":
+            return "down"
+        if not m.breaker.allows():
+            if m.breaker.state == "open":
+                return f"refusing work: its circuit opened after {m.breaker.failures} failures (next try in {m.breaker.retry_in():.0f}s)"
+            return "refusing work: its circuit is half-open and a trial request is running"
+        return None
+
     def _release(self, member: Member, upstream: str, outcome: str) -> None:
         member.release(upstream, outcome)  # type: ignore[arg-type]
         if member.removed and member.in_flight <= 0 and member in self._draining:
@@ -500,6 +518,10 @@ class ClusterView:
 
     async def models(self) -> list[str]:
         return await self.cluster.models()
+
+    def unavailable(self) -> str | None:
+        """Why the preferred server cannot take new work now (None: it can)."""
+        return self.cluster.unavailable(self.prefer) if self.prefer else None
 
     async def aclose(self) -> None:
         """The cluster belongs to whoever started it; a view closes nothing."""

@@ -52,6 +52,8 @@ class Metrics:
     failovers: Counter = field(default_factory=Counter)
     #: labels: server that failed before the first token
     retries: Counter = field(default_factory=Counter)
+    #: labels: wanted (the server a turn's complexity asked for), server (the one that wrote the reply) — local first
+    local_first: Counter = field(default_factory=Counter)
     #: seconds from the request to its first token (queue + load + prompt)
     ttft: Histogram = field(default_factory=Histogram)
     #: seconds from the request to its last token

@@ -142,6 +142,9 @@ def prometheus(cluster: "Cluster") -> str:
            [(_labels(server=s), n) for (s,), n in sorted(cluster.metrics.retries.values.items())])
     metric("shoal_cluster_failovers_total", "counter", "Streams continued on another server mid-way.",
            [(_labels(server=s), n) for (s,), n in sorted(cluster.metrics.failovers.values.items())])
+    metric("shoal_cluster_local_first_total", "counter",
+           "Replies the local-first router placed, by the server the turn asked for and the one that wrote it.",
+           [(_labels(wanted=w, server=s), n) for (w, s), n in sorted(cluster.metrics.local_first.values.items())])
     metric("shoal_cluster_tokens_total", "counter", "Tokens streamed from each server.",
            [(_labels(server=m.name), m.counters.tokens) for m in members])
     metric("shoal_cluster_model_loads_total", "counter", "Models loaded by the cluster.",

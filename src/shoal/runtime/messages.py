@@ -136,6 +136,8 @@ class ReplyEnd(Event):
     status: Literal["complete", "interrupted", "error"] = "complete"
     interjection: bool = False
     error: str | None = None
+    #: the server that wrote it, when the local-first router chose one (docs/cluster.md)
+    served_by: str = ""
 
 
 # --- conv.<id>.thought ------------------------------------------------------
@@ -288,6 +290,31 @@ class Route(Event):
     reasons: dict[str, str] = Field(default_factory=dict)
 
 
+class ModelRoute(Event):
+    """Which server writes a reply under the local-first router, and why (docs/cluster.md).
+
+    Published before the reply streams; published again with ``fallback`` set when
+    another server ends up writing it (the big one failed before its first token).
+    Reasons never carry server addresses or upstream errors (those are for admins).
+    """
+
+    kind: Literal["route.model"] = "route.model"
+    message_id: str
+    #: the server the reply goes to (or, with ``fallback``, went to)
+    server: str
+    model: str = ""
+    complexity: Literal["simple", "complex"]
+    score: float
+    #: what made the turn simple or complex ("about code", "3 questions")
+    reasons: list[str] = Field(default_factory=list)
+    #: the server the turn's complexity asked for
+    wanted: str
+    #: why ``server`` is not ``wanted`` ("" when it is)
+    fallback: str = ""
+    #: all of it in one line, as the headspace shows it (web UI and ``shoal chat``)
+    text: str = ""
+
+
 class TurnSettled(Event):
     kind: Literal["turn.settled"] = "turn.settled"
     waited_for: list[str] = Field(default_factory=list)
@@ -337,6 +364,7 @@ CHANNEL: dict[str, str] = {
     "memory.proposed": "memory",
     "memory.consent": "memory",
     "route": "route",
+    "route.model": "route",
     "turn.settled": "route",
     "injection": "system",
     "bot.error": "route",
@@ -367,6 +395,7 @@ AnyEvent = Annotated[
         MemoryConsent,
         MemoryDone,
         Route,
+        ModelRoute,
         TurnSettled,
         Injection,
         BotError,

@@ -186,6 +186,10 @@ function applyEvent(ev) {
     case "route":
       if (turn) turn.items.push({ k: "route", ev });
       break;
+    case "route.model":
+      // the local-first router: which model writes the reply, and why (docs/cluster.md)
+      if (turn) turn.items.push({ k: "model", ev });
+      break;
     case "thought.start":
       if (turn) { const t = { k: "thought", id: ev.thought_id, bot: ev.bot, text: "", status: "thinking", reason: ev.reason, policy: ev.policy, merged: (ev.merged_from || []).length }; turn.thoughts[ev.thought_id] = t; turn.items.push(t); }
       break;
@@ -524,6 +528,7 @@ const Headspace = {
         <div class="t-head"><b>“{{ t.text || '…' }}”</b><span>{{ t.settled ? 'settled' : 'working…' }}</span></div>
         <div v-for="(it, i) in t.items" :key="i" class="hs-item" :class="it.k">
           <template v-if="it.k === 'route'"><div class="k">⇢ routed</div>{{ routeText(it.ev) }}</template>
+          <template v-else-if="it.k === 'model'"><div class="k" data-test="model-route">{{ it.ev.fallback ? '⤺' : '⇢' }} model · {{ it.ev.server }}{{ it.ev.fallback ? ' (fallback)' : '' }}</div>{{ it.ev.text }}</template>
           <template v-else-if="it.k === 'thought'">
             <div class="k"><span class="pulse" v-if="it.status === 'thinking'"></span>{{ it.bot }} · {{ it.status }}<span v-if="it.policy" class="src"> · {{ it.policy }}{{ it.merged ? ', folds ' + it.merged + ' earlier' : '' }}</span></div>
             <div class="txt" data-test="thought">{{ it.text || '…' }}</div>
