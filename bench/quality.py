@@ -26,6 +26,7 @@ Baseline, in the same run: today's behaviour — the extraction before issue 12
     .venv/bin/python bench/quality.py                   # everything, new and baseline
     .venv/bin/python bench/quality.py --conversations 8 # a quicker look
     .venv/bin/python bench/quality.py --baseline        # only today's behaviour
+    .venv/bin/python bench/quality.py --no-baseline     # only the new mechanisms
 """
 
 from __future__ import annotations
@@ -332,7 +333,7 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
         heldout = heldout[: max(1, a.messages // 3)]
     if a.conversations is not None:
         conversations = conversations[: a.conversations]
-    modes = [True] if a.baseline else [False, True]
+    modes = [True] if a.baseline else [False] if a.no_baseline else [False, True]
     out: dict[str, Any] = {}
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
         backend = EmbeddedBackend("local")
@@ -355,6 +356,7 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser(description="Fact extraction and reply quality on the shipped model, against today's behaviour.")
     p.add_argument("--baseline", action="store_true", help="run only today's behaviour (new mechanisms off)")
+    p.add_argument("--no-baseline", action="store_true", help="run only the new mechanisms (a quicker look while working)")
     p.add_argument("--messages", type=int, default=0, help="only the first N labelled messages (0: all)")
     p.add_argument("--conversations", type=int, default=None, help="only the first N conversations (0: none)")
     p.add_argument("--show", type=int, default=12, help="print this many misses / failures of each kind")

@@ -414,6 +414,8 @@ def ground(candidate: Candidate, message: str) -> Fact | str:
             return f"value {value!r} has no content words"
         value_words = {value.lower()}
     msg_stems = _stems(message)
+    if value_words == {value.lower()} and value.lower() in message.lower():
+        msg_stems = msg_stems | value_words  # "B&B", "DJ": no content word, but there as written
     # "child Mia": the label says what Mia is (from "my kids are ..."); the name is what must be said
     missing = [w for w in value_words - _LABELS if _stem(w) not in msg_stems]
     if missing:
@@ -486,6 +488,13 @@ _DATE_WORDS = re.compile(r"\d|\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|d
 _AGE_VALUE = re.compile(r"^(?:\d{1,3}|[a-z]+ty(?:[\s-][a-z]+)?|[a-z]+teen)(?:\s+(?:years?(?:\s+old)?|yo))?$", re.I)
 
 
+_FAMILY_VALUE = re.compile(
+    r"^(?:(?:my|our|a|an|one|two|three|four|\d)\s+)?(?:(?:little|big|older|younger|baby|twin|step|half|ex|late)[\s\-])?"
+    + _RELATION + r"s?(?:\s+[A-Z][\w'\-]*)*$",
+    re.I,
+)
+
+
 def plausible(attribute: str, value: str, clause: str) -> str | None:
     """Why a *model* candidate cannot be what it says it is, or None.
 
@@ -511,12 +520,20 @@ def plausible(attribute: str, value: str, clause: str) -> str | None:
     elif attribute == "age":
         if not _AGE_VALUE.match(v) or (v.isdigit() and not 1 <= int(v) <= 120):
             return "an age is a number"
+        if not re.search(r"\b(?:i'm|i am|im|aged?|years?|yo|yrs|turned)\b|^\W*" + re.escape(v), clause, re.I):
+            return "not said as their age (\"I turn 30 on ...\" is a birthday)"
     elif attribute == "birthday":
-        if not _DATE_WORDS.search(v):
-            return "a birthday needs a day or a month"
-    elif attribute in ("likes", "dislikes"):
-        if not (_LIKE_WORDS.search(clause) or _NEGATIVE.search(clause)) or len(words) > 5:
-            return "no liking or disliking word in its clause"
+        if not _DATE_WORDS.search(v) or not re.search(r"birthday|\bb-?day|\bborn\b|\bturn(?:s|ing)? \d", clause, re.I):
+            return "a birthday is a day or a month said as one"
+    elif attribute == "likes":
+        if not _LIKE_WORDS.search(clause) or len(words) > 5:
+            return "no liking word in its clause"
+    elif attribute == "dislikes":
+        if not _NEGATIVE.search(clause) or len(words) > 5:
+            return "no disliking word in its clause"
+    elif attribute == "family":
+        if not _FAMILY_VALUE.match(v):
+            return "a family fact is a relation and maybe a name"
     elif attribute == "hobby":
         if not _HOBBY_WORDS.search(clause) or len(words) > 4:
             return "not said as a pastime"
@@ -566,8 +583,25 @@ def extract(message: str, model_candidates: list[Candidate] | None = None) -> tu
         key = (result.attribute, result.value.lower())
         if key in seen or any(f.attribute == result.attribute and _within(result.value, f.value) for f in facts):
             continue
+        if cand.method == "model" and (why := _contradicts_rules(result, facts)):
+            rejected.append((cand, why))
+            continue
         seen.add(key)
         if cand.method == "rule":
             rule_attrs.add(cand.attribute)
         facts.append(result)
     return facts, rejected
+
+
+def _contradicts_rules(fact: Fact, facts: list[Fact]) -> str | None:
+    """Why a model fact repeats, in the wrong kind, what a rule already found (None: it does not)."""
+    named = {w for f in facts if f.attribute in ("pet", "family") for w in f.value.split() if w[:1].isupper()}
+    if fact.attribute == "name" and set(fact.value.split()) & named:
+        return "that name belongs to a pet or a relative"
+    if fact.attribute == "family" and not re.search(r"[A-Z]", fact.value):
+        kinds = {f.value.split()[0].lower() for f in facts if f.attribute == "family"}
+        if kinds & {"child", "son", "daughter"} and re.fullmatch(_KIDS_WORDS + "|child|son|daughter", fact.value, re.I):
+            return "the rules already named them"
+        if any(_stem(fact.value.lower()) in {_stem(k) for k in kinds} for _ in (0,)):
+            return "the rules already have that relation"
+    return None

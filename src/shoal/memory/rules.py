@@ -170,6 +170,10 @@ RULES: list[tuple[str, re.Pattern[str]]] = [
     ("hobby", _r(r"\b(?i:i (?:play|practise|practice|collect|do))\s+" + THING + r"(?i:\s+(?:every|on|at the|most|twice|once|a lot|regularly|competitively|for fun|at weekends|on weekends|in my spare time)\b)")),
     ("hobby", _r(r"\b(?i:i (?:go|love going|like going|went))\s+(\w+ing)\b(?!\s+(?:to|back|home))")),
     ("hobby", _r(r"\b(?i:i) (knit|crochet|paint|draw|sew|bake|garden|surf|climb|run|swim|cycle|dance|sing|skate|ski|fish|hike|box|golf|row|sail|quilt)(?i:\s+(?:a lot|regularly|every|most|on|at|twice|for fun|whenever|loads|competitively))")),
+    ("hobby", _r(r"\b(?i:i've (?:gotten|been getting) into|i've taken up|i took up|i have taken up|i'm getting into)\s+" + THING + END)),
+    ("hobby", _r(r"\b(?i:i've got into|i got into|i've got really into|i got really into)\s+([a-z]+ing)\b")),
+    ("hobby", _r(r"^\s*(?i:(?:(?:mon|tues|wednes|thurs|fri|satur|sun)days?|weekends?|evenings?|mornings?|nights?|sundays)\s+(?:are|is)\s+(?:for|all about|reserved for))\s+" + THING + END)),
+    ("hobby", _r(r"^\s*([a-z][\w'\- ]{2,25}?)\s+(?i:has|have)\s+(?:\w+\s+)?(?i:taken over my life|become my (?:thing|obsession|life)|been my (?:thing|obsession))\b")),
     # -- allergies
     ("allergy", _r(r"\b(?i:(?:i'm|i am|im)\s+(?:\w+ly\s+)?al+er?gic to|i have an? (?:\w+ )?al+er?gy to|i've got an? al+er?gy to|i can't have|i react badly to)\s+" + THING + END)),
     ("allergy", _r(_S + r"(?i:(?:\w+ly\s+)?al+er?gic to)\s+" + THING + END)),
