@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,6 +56,8 @@ def documents(data: DataSection, cache: Path) -> list[str]:
     """The recipe's corpus as a list of documents."""
     if data.corpus == "shakespeare":
         docs = shakespeare_plays(cache)
+    elif data.corpus == "conversations":
+        docs = conversation_documents(data.user or "local")
     elif data.corpus == "harness":
         from shoal.ulm.harness.base import Mix, training_text
 
@@ -65,7 +68,7 @@ def documents(data: DataSection, cache: Path) -> list[str]:
         if not files or not all(f.is_file() for f in files):
             raise BadInput(
                 f"corpus '{data.corpus}' is neither a built-in nor a text file or folder",
-                hint='use "shakespeare", "harness", or a path to .txt files',
+                hint='use "shakespeare", "harness", "conversations", or a path to .txt files',
             )
         docs = [f.read_text(encoding="utf-8", errors="replace") for f in files]
     if data.max_chars:
@@ -76,6 +79,63 @@ def documents(data: DataSection, cache: Path) -> list[str]:
             out.append(d[:left])
             left -= len(out[-1])
         docs = out
+    return docs
+
+
+def conversation_documents(user: str, home: Path | None = None) -> list[str]:
+    """One document per conversation of ``user``: their own messages and the replies to them, as dialogue.
+
+    Privacy as for LoRA datasets (``learn.dataset``), stricter: a µLM reads whole conversations, not
+    replies someone chose to rate, so ``memory.consent`` must be ``always``. Only the person's own
+    words and the replies to them: in a room, other members' messages stay out. What was forgotten is
+    gone from the store already (``memory.forget``), so it is not read here either.
+    """
+    import asyncio
+
+    from shoal.config import Settings, load_config
+    from shoal.errors import NotFound
+    from shoal.store.accounts import Accounts
+    from shoal.store.db import Database
+
+    settings = Settings(home=home) if home is not None else Settings()
+    config = load_config(settings.config_path if settings.config_path.is_file() else None)
+    if config.memory.consent != "always":
+        raise BadInput(
+            f"memory.consent is '{config.memory.consent}': a µLM trained on conversations reads all of them, "
+            "so it needs the person's standing consent",
+            hint='set memory.consent = "always" in shoal.toml to let shoal train µLMs on your conversations',
+        )
+    if not settings.db_path.is_file():
+        raise NotFound(f"no conversations yet (no database at {settings.db_path})", hint="chat first: `shoal chat`")
+
+    def read(c: Any) -> list[str]:
+        rows = c.execute(
+            "SELECT m.conversation_id, m.role, m.content FROM messages m JOIN conversations cv ON cv.id = m.conversation_id"
+            " WHERE cv.user_id = ? AND m.content != '' AND ("
+            "   (m.role = 'user' AND m.user_id = ?)"
+            "   OR (m.role = 'assistant' AND m.status = 'complete'"
+            "       AND m.reply_to IN (SELECT id FROM messages WHERE user_id = ? AND role = 'user')))"
+            " ORDER BY m.conversation_id, m.id",
+            (who.id, who.id, who.id),
+        ).fetchall()
+        by_conv: dict[str, list[str]] = {}
+        for r in rows:
+            by_conv.setdefault(r["conversation_id"], []).append(f"{'User' if r['role'] == 'user' else 'Assistant'}: {r['content']}")
+        return ["\n".join(lines) for lines in by_conv.values()]
+
+    async def go() -> list[str]:
+        nonlocal who
+        db = await Database(settings.db_path).open()
+        try:
+            who = await Accounts(db).user_by_name(user)
+            return await db.read(read)
+        finally:
+            await db.close()
+
+    who: Any = None
+    docs = asyncio.run(go())
+    if not docs:
+        raise BadInput(f"{user} has no conversations to learn from", hint="chat first, or choose another corpus")
     return docs
 
 

@@ -24,7 +24,12 @@ class _Strict(BaseModel):
 
 
 class DataSection(_Strict):
-    corpus: str = Field(default="shakespeare", description='"shakespeare", "harness", or a .txt file / folder of them')
+    corpus: str = Field(
+        default="shakespeare",
+        description='"shakespeare", "harness", "conversations" (a person\'s own, with consent), or a .txt file / folder of them',
+    )
+    #: corpus = "conversations": whose (a user name; "" = the CLI's own person, "local"); from the web: always the run's owner
+    user: str = ""
     tokenizer: Literal["bpe", "char"] = "bpe"
     vocab_size: int = Field(default=1024, ge=258, le=65535, description="BPE vocabulary (char: always 257)")
     val_fraction: float = Field(default=0.1, gt=0, lt=0.5)

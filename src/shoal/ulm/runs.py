@@ -33,8 +33,8 @@ from shoal.ulm.train import read_progress
 
 OWNER = "owner.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-#: the corpora a recipe from the web may use: never a path on the server's disk
-WEB_CORPORA = ("shakespeare", "harness")
+#: the corpora a recipe from the web may use: never a path on the server's disk; "conversations" are the owner's own
+WEB_CORPORA = ("shakespeare", "harness", "conversations")
 
 
 def _alive(pid: int) -> bool:
@@ -190,6 +190,8 @@ class Trainer:
                     pass
         if self.running:
             raise BadInput(f"µLM run '{self.running}' is training", hint="one run trains at a time; wait, or stop it")
+        if r.data.corpus == "conversations":
+            r.data.user = user.name  # from the web, only your own conversations, whatever the recipe says
         run.mkdir(parents=True)
         checkpoint.atomic_write(run / OWNER, json.dumps(
             {"user_id": user.id, "user_name": user.name, "started_at": time.time(), "recipe": r.name}).encode())
