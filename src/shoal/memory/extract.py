@@ -414,7 +414,7 @@ def ground(candidate: Candidate, message: str) -> Fact | str:
             return f"value {value!r} has no content words"
         value_words = {value.lower()}
     msg_stems = _stems(message)
-    if value_words == {value.lower()} and value.lower() in message.lower():
+    if not keywords(value) and re.search(rf"(?<!\w){re.escape(value.lower())}(?!\w)", message.lower()):
         msg_stems = msg_stems | value_words  # "B&B", "DJ": no content word, but there as written
     # "child Mia": the label says what Mia is (from "my kids are ..."); the name is what must be said
     missing = [w for w in value_words - _LABELS if _stem(w) not in msg_stems]
@@ -534,6 +534,11 @@ def plausible(attribute: str, value: str, clause: str) -> str | None:
     elif attribute == "family":
         if not _FAMILY_VALUE.match(v):
             return "a family fact is a relation and maybe a name"
+        relation = re.search(_RELATION, v, re.I)
+        if relation and not re.search(
+            r"\b(?:my|our|i have an?|i've got an?|we have an?)\s+(?:[a-z]+[\s\-]){0,2}?" + re.escape(relation.group(0).lower()), clause.lower()
+        ):
+            return "not said as their relative (\"my ...\")"
     elif attribute == "hobby":
         if not _HOBBY_WORDS.search(clause) or len(words) > 4:
             return "not said as a pastime"
