@@ -82,3 +82,12 @@ def test_a_long_thought_is_quoted_whole_or_cut_at_a_sentence() -> None:
     cut = trim_thought(long, 120)
     assert cut.endswith("…") and len(cut) <= 124 and cut.rstrip(" …").endswith(".")
     assert trim_thought("Short thought.") == "Short thought."
+
+
+def test_a_quoted_thought_is_not_the_bots_own_claim() -> None:
+    from shoal.bots.guards import ReplyGuard
+
+    g = ReplyGuard("what are you thinking about?", user_values=["9 March"])
+    quoted = 'thinker (my last thought): “User: My birthday is on 9 March, and I\'m turning 40”'
+    assert g.identity(quoted).ok
+    assert not g.identity("My birthday is on 9 March.").ok

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from shoal.bots.guards import ReplyGuard
 from shoal.memory.answers import ALL, Fact, answer, memory_question
 
 NOW = time.time()
@@ -65,7 +66,8 @@ def test_everything_known_is_listed_and_nothing_else() -> None:
     text = answer(memory_question("what do you remember about me?"), FACTS)  # type: ignore[arg-type]
     for value in ("Dana", "vet", "Norwich", "Olive"):
         assert value in text
-    assert text.count("•") == 4 and "you told me today" in text
+    assert text.count("•") == 4 and text.count("You told me today:") == 1  # when it was said: once, not per line
+    assert ReplyGuard("what do you remember about me?").loop(text) is None
 
 
 def test_a_specific_question_gets_its_fact_and_only_that_one() -> None:

@@ -101,6 +101,7 @@ _FIRST_PERSON_LIFE = re.compile(
     re.I,
 )
 _SENT = re.compile(r"[^.!?\n]+[.!?\n]?")
+_QUOTE = re.compile(r"“[^”]*”|\"[^\"]*\"")
 
 
 @dataclass
@@ -170,6 +171,8 @@ class ReplyGuard:
         return Verdict("echo", True)
 
     def identity(self, text: str) -> Verdict:
+        # a verbatim quote (a thinker's thought in "what are you thinking?") is someone else's words, not a claim
+        text = _QUOTE.sub(" ", text)
         for sentence in _SENT.findall(text):
             if not _FIRST_PERSON_LIFE.search(sentence):
                 continue

@@ -318,8 +318,12 @@ def answer(question: Question, facts: Iterable[Fact]) -> str:
     # provenance is when it was said; the words themselves are in the memory's card (a clause such as
     # "I moved to York from Leeds" would bring back the very value that is no longer true)
     if question.attribute == ALL:
-        lines = [f"• {phrase(f, lang)} ({told(f.when, lang)})" for f in found]
-        return f"{p['all']}\n" + "\n".join(lines)
+        # grouped by when it was said: "You told me today:" once, not after every line
+        groups: dict[str, list[str]] = {}
+        for f in found:
+            groups.setdefault(told(f.when, lang), []).append(f"• {phrase(f, lang)}")
+        parts = [f"{_capital(when)}:\n" + "\n".join(lines) for when, lines in groups.items()]
+        return f"{p['all']}\n" + "\n".join(parts)
     if len(found) == 1:
         f = found[0]
         return f"{_capital(phrase(f, lang))} — {told(f.when, lang)}."

@@ -528,6 +528,8 @@ def plausible(attribute: str, value: str, clause: str) -> str | None:
     elif attribute == "likes":
         if not _LIKE_WORDS.search(clause) or len(words) > 5:
             return "no liking word in its clause"
+        if _SARCASM.search(clause):
+            return "said with a roll of the eyes"
     elif attribute == "dislikes":
         if not _NEGATIVE.search(clause) or len(words) > 5:
             return "no disliking word in its clause"
