@@ -109,14 +109,18 @@ class ThinkerBot(Bot):
         convs = [conversation] if conversation else sorted(set(self._live) | set(self._last))
         for conv in convs:
             live = self._live.get(conv) or []
-            shown = live or ([self._last[conv]] if conv in self._last else [])
+            # a thought that has only just started (no words yet) does not hide the last one
+            # ("what are you thinking about?" starts a thought of its own)
+            worded = [t for t in live if t.text.strip()]
+            last = [self._last[conv]] if conv in self._last else []
+            shown = worded or last or live
             if not shown:
                 out.append(ThinkerStatus(bot=self.name, thinking=False, conversation=conv))
             for t in shown:
                 out.append(
                     ThinkerStatus(
                         bot=self.name,
-                        thinking=bool(live),
+                        thinking=t in live,
                         conversation=conv,
                         thought_id=t.id,
                         text=t.text,
