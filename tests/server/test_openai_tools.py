@@ -64,6 +64,33 @@ def test_a_chat_that_needs_the_calculator_gets_a_valid_tool_call_and_the_answer_
         assert "391" in _answer_after(c, call, "391", stream=False)
 
 
+AUTO_SUMS = [("What is 17 * 23?", 391), ("What is 17 times 23?", 391), ("How much is 12 + 30?", 42)]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_auto_mode_calls_the_calculator_for_a_sum_instead_of_answering_it_in_words(live: LiveServer, site: Site, stream: bool) -> None:
+    from shoal.tools.builtin import evaluate
+
+    with client_for(live, site.tokens["bob"]) as c:
+        for question, value in AUTO_SUMS:  # tool_choice left to its default, "auto"
+            messages = [{"role": "user", "content": question}]
+            if stream:
+                with c.chat.completions.stream(model="conversation", messages=messages, tools=[WEATHER, CALCULATOR]) as s:
+                    out = s.get_final_completion()
+            else:
+                out = c.chat.completions.create(model="conversation", messages=messages, tools=[WEATHER, CALCULATOR])
+            choice = out.choices[0]
+            assert choice.finish_reason == "tool_calls", (question, choice.message.content)
+            [call] = choice.message.tool_calls or []
+            assert call.function.name == "calculator", question
+            assert evaluate(json.loads(call.function.arguments)["expression"]) == value, (question, call.function.arguments)
+        # a function shoal's rules know nothing of is still the model's choice: a call valid for its schema, or words
+        out = c.chat.completions.create(model="conversation", messages=[{"role": "user", "content": "Is it raining in Leeds?"}],
+                                        tools=[WEATHER], max_tokens=16)
+        for call in out.choices[0].message.tool_calls or []:
+            assert call.function.name == "weather" and isinstance(json.loads(call.function.arguments)["city"], str)
+
+
 def test_streamed_tool_calls_assemble_as_the_sdk_expects(live: LiveServer, site: Site) -> None:
     with client_for(live, site.tokens["bob"]) as c:
         stream = c.chat.completions.create(model="conversation", messages=QUESTION, tools=[CALCULATOR], stream=True,

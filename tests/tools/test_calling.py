@@ -31,6 +31,32 @@ async def test_the_model_picks_a_permitted_tool_with_arguments_valid_for_its_sch
     assert [t.name for t in hinted(reg.tools(), "what is 17 * 23?")] == ["calculator"]
 
 
+def test_the_calculators_rule_reads_sums_and_only_functions_alike_it_inherit_it() -> None:
+    from shoal.server.openai_tools import client_tools
+    from shoal.tools.builtin import arithmetic_in
+    from shoal.tools.calling import ruled
+
+    assert arithmetic_in("What is 17 times 23?") == {"expression": "17 * 23"}
+    assert arithmetic_in("what is the square root of 144?") == {"expression": "sqrt(144)"}
+    assert arithmetic_in("Meet me on 2024-05-01") is None and arithmetic_in("I have 3 cats") is None
+    known = build_registry(ToolsConfig(plugins=False)).tools()
+
+    def fn(name: str, description: str, props: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "function", "function": {"name": name, "description": description,
+                                                 "parameters": {"type": "object", "properties": props}}}
+
+    math = fn("math_eval", "Evaluate an arithmetic expression.", {"expr": {"type": "string"}})
+    weather = fn("weather", "The weather in a city.", {"city": {"type": "string"}})
+    pair = fn("multiply", "Multiply two numbers.", {"a": {"type": "number"}, "b": {"type": "number"}})
+    wanted, call = ruled(client_tools([weather, math]), "How much is 12 + 30?", known)
+    assert [t.name for t in wanted] == ["math_eval"] and call is not None and (call.tool, call.arguments) == ("math_eval", {"expr": "12 + 30"})
+    # wanted, but the rule's arguments do not fit two numbers: the model writes them
+    wanted, call = ruled(client_tools([pair]), "What is 6 * 7?", known)
+    assert [t.name for t in wanted] == ["multiply"] and call is None
+    assert ruled(client_tools([weather, math]), "Is it raining in Leeds?", known) == ([], None)
+    assert ruled(client_tools([weather]), "What is 6 * 7?", known) == ([], None)
+
+
 async def test_forced_bad_output_is_retried_once_then_dropped_and_never_reaches_the_tool(embedded: EmbeddedBackend) -> None:
     reached: list[Any] = []
 

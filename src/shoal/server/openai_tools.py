@@ -96,8 +96,8 @@ def as_messages(raw: list[dict[str, Any]]) -> list[ChatMessage]:
                 continue  # the call itself: a small model shown it would only write it again
             out.append(ChatMessage("assistant", content))
         elif role == "tool":
-            name = m.get("name") or names.get(m.get("tool_call_id", ""), "the tool")
-            note = f"The {name} tool returned: {content}. Use this result in your answer."
+            name = m.get("name") or m.get("tool_name") or names.get(m.get("tool_call_id", ""), "")  # tool_name: Ollama's
+            note = f"The {name + ' ' if name else ''}tool returned: {content}. Use this result in your answer."
             # folded into the question it answers: small models follow one user turn best
             if out and out[-1].role == "user":
                 out[-1] = ChatMessage("user", f"{out[-1].content}\n\n{note}")
@@ -106,6 +106,17 @@ def as_messages(raw: list[dict[str, Any]]) -> list[ChatMessage]:
         else:
             out.append(ChatMessage("user", content))
     return out
+
+
+def last_user_text(raw: list[dict[str, Any]]) -> str:
+    """The text of the last user message (what the rules read)."""
+    for m in reversed(raw):
+        if m.get("role") == "user":
+            content = m.get("content") or ""
+            if isinstance(content, list):
+                content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+            return str(content)
+    return ""
 
 
 def after_tool_result(raw: list[dict[str, Any]]) -> bool:

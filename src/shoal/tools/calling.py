@@ -124,6 +124,42 @@ def hinted(tools: Iterable[Tool], text: str) -> list[Tool]:
     return [t for t in tools if t.hint and re.search(t.hint, text, re.IGNORECASE)]
 
 
+def ruled(tools: list[Tool], text: str, known: Iterable[Tool]) -> tuple[list[Tool], Choice | None]:
+    """What the rules say of a client's functions for ``text``: the ones wanted, and the call itself when a rule reads it.
+
+    A client's function is *alike* a known tool when its name is the tool's or
+    its name and description match the tool's ``alike``; it is wanted when
+    that tool's ``hint`` matches ``text``. When the tool's ``rule`` reads the
+    arguments from ``text`` and they fit the function's schema (as they are,
+    or as its one string property), that is the call: no model writes it.
+    """
+    wanted: list[Tool] = []
+    call: Choice | None = None
+    for k in known:
+        if not (k.alike and k.hint and re.search(k.hint, text, re.IGNORECASE)):
+            continue
+        for t in tools:
+            if t in wanted or not (t.name == k.name or re.search(k.alike, f"{t.name} {t.description}", re.IGNORECASE)):
+                continue
+            wanted.append(t)
+            args = k.rule(text) if k.rule is not None and call is None else None
+            if args is not None and (fitted := _fit(args, t.parameters)) is not None:
+                call = Choice(t.name, fitted)
+    return wanted, call
+
+
+def _fit(args: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any] | None:
+    """``args`` for a function with ``schema``: as they are, or their one value as the function's one string property."""
+    props = schema.get("properties", {})
+    if set(args) <= set(props) and schema_error(schema, args) is None:
+        return args
+    strings = [k for k, v in props.items() if isinstance(v, dict) and v.get("type") == "string"]
+    if len(args) != 1 or len(strings) != 1 or len(props) != 1:
+        return None
+    fitted = {strings[0]: next(iter(args.values()))}
+    return fitted if schema_error(schema, fitted) is None else None
+
+
 async def choose(
     backend: Backend,
     tools: list[Tool],
@@ -138,11 +174,13 @@ async def choose(
     retries: int = 1,
     stats: Counter[str] | None = None,
     seed: int | None = None,
+    attempts: list[tuple[str, str]] | None = None,
 ) -> Choice | None:
     """Let the model pick a tool and its arguments; None when it failed ``retries + 1`` times (dropped, counted).
 
     ``constrain=False`` lets the model write anything (clients that asked for
     it, and tests forcing bad output): validation still guards the tool.
+    ``attempts`` collects each invalid output with what was wrong with it.
     """
     counts = STATS if stats is None else stats
     by_name = {t.name: t for t in tools}
@@ -170,6 +208,8 @@ async def choose(
             choice.usage = (spent[0], spent[1])
             return choice
         counts["invalid"] += 1
+        if attempts is not None:
+            attempts.append((text, problem or ""))
         convo += [ChatMessage("assistant", text[:300]), ChatMessage("user", f"That is not a valid tool call: {problem}. Answer with JSON only.")]
     counts["dropped"] += 1
     return None

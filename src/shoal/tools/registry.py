@@ -64,6 +64,11 @@ class Tool:
     hint: str | None = None
     #: builtin, plugin:<entry point>, mcp:<server>
     source: str = "builtin"
+    #: a regular expression on a client's function (its name and description) doing this tool's job: with
+    #: ``tool_choice`` "auto" that function inherits ``hint`` and ``rule`` (calling.ruled)
+    alike: str | None = None
+    #: this tool's arguments read from a message by rule (None: the rule cannot tell; the model writes them)
+    rule: Callable[[str], dict[str, Any] | None] | None = None
 
     def spec(self) -> dict[str, Any]:
         """The tool as OpenAI's ``tools`` entry (MCP and Ollama use the same fields)."""
@@ -126,12 +131,13 @@ class ToolRegistry:
         return tool
 
     def function(
-        self, name: str, description: str, parameters: dict[str, Any], *, hint: str | None = None, source: str = "builtin"
+        self, name: str, description: str, parameters: dict[str, Any], *, hint: str | None = None, source: str = "builtin",
+        alike: str | None = None, rule: Callable[[str], dict[str, Any] | None] | None = None,
     ) -> Callable[[ToolFn], ToolFn]:
         """Decorator: ``@registry.function("name", "what it does", {...schema...})``."""
 
         def wrap(fn: ToolFn) -> ToolFn:
-            self.register(Tool(name, description, parameters, fn, hint=hint, source=source))
+            self.register(Tool(name, description, parameters, fn, hint=hint, source=source, alike=alike, rule=rule))
             return fn
 
         return wrap
