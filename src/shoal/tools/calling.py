@@ -230,22 +230,41 @@ async def call_tool_for(bot: "Bot", conversation: str, turn: str | None, user_id
     offered = hinted(offered, text)
     if not offered:
         return None
+    attempts: list[tuple[str, str]] = []
     try:
         # the rules said a tool is wanted: the model picks which and writes the arguments, not whether
         choice = await choose(
             bot.backend, offered, [ChatMessage("user", text)], model=bot.config.model, priority=bot.priority, owner=bot.name,
-            allow_none=False,
+            allow_none=False, attempts=attempts,
         )
     except ShoalError:
         STATS["dropped"] += 1
-        return None
-    if choice is None or choice.tool is None:
         return None
     ctx = ToolContext(
         user_id=user_id, memories=bot.ctx.memories, conversations=bot.ctx.conversations, config=registry.config,
         conversation=conversation, turn=turn, caller=bot.name, emit=bot.emit,
     )
+    if choice is None:  # dropped: on record in the headspace, and the tool never ran
+        name, args = _attempted(attempts[-1][0], offered) if attempts else (offered[0].name, {})
+        problem = attempts[-1][1] if attempts else "no output"
+        await registry.dropped(name, args, ctx, f"the model's call was dropped after {len(attempts)} invalid tries: {problem}")
+        return None
+    if choice.tool is None:
+        return None
     return await registry.call(choice.tool, choice.arguments, ctx, allow=bot.config.tools)
+
+
+def _attempted(text: str, offered: list[Tool]) -> tuple[str, dict[str, Any]]:
+    """The tool and arguments an invalid output meant, as far as it says (for the record only)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = None
+    name = data.get("tool") if isinstance(data, dict) else None
+    if not isinstance(name, str) or name not in {t.name for t in offered}:
+        name = offered[0].name if len(offered) == 1 else "unknown"
+    args = data.get("arguments") if isinstance(data, dict) else None
+    return name, args if isinstance(args, dict) else {}
 
 
 def tool_template(config: Any, registry: ToolRegistry | None, text: str) -> Any:

@@ -190,18 +190,32 @@ class ToolRegistry:
         Every call and its result are events of ``ctx.conversation`` when
         ``ctx.emit`` is set. Invalid arguments never reach the tool.
         """
-        from shoal.runtime.messages import ToolCall, ToolResult
-
         call_id = new_id()
-        args = arguments if isinstance(arguments, dict) else {}
-        if ctx.emit is not None and ctx.conversation:
-            await ctx.emit(ToolCall(conversation=ctx.conversation, turn=ctx.turn, call_id=call_id, tool=name, arguments=args))
+        await self._record_call(call_id, name, arguments, ctx)
         outcome = await self._run(call_id, name, arguments, ctx, allow)
+        return await self._record_result(outcome, ctx)
+
+    async def dropped(self, name: str, arguments: Any, ctx: ToolContext, problem: str) -> ToolOutcome:
+        """A call the model could not write validly (retried, then dropped): on record as ``invalid``; nothing ran."""
+        call_id = new_id()
+        await self._record_call(call_id, name, arguments, ctx)
+        return await self._record_result(ToolOutcome(call_id, name, "invalid", error=problem), ctx)
+
+    async def _record_call(self, call_id: str, name: str, arguments: Any, ctx: ToolContext) -> None:
+        from shoal.runtime.messages import ToolCall
+
+        if ctx.emit is not None and ctx.conversation:
+            args = arguments if isinstance(arguments, dict) else {}
+            await ctx.emit(ToolCall(conversation=ctx.conversation, turn=ctx.turn, call_id=call_id, tool=name, arguments=args))
+
+    async def _record_result(self, outcome: ToolOutcome, ctx: ToolContext) -> ToolOutcome:
+        from shoal.runtime.messages import ToolResult
+
         self.stats[outcome.status] += 1
         if ctx.emit is not None and ctx.conversation:
             await ctx.emit(
                 ToolResult(
-                    conversation=ctx.conversation, turn=ctx.turn, call_id=call_id, tool=name,
+                    conversation=ctx.conversation, turn=ctx.turn, call_id=outcome.call_id, tool=outcome.tool,
                     status=outcome.status, result=outcome.result, error=outcome.error,  # type: ignore[arg-type]
                 )
             )
