@@ -142,6 +142,14 @@ def test_an_admin_gives_the_primary_the_calculator_and_the_call_shows_in_the_hea
         expect(call.locator("[data-test=tool-result]")).to_contain_text("391", timeout=120_000)
         expect(call.locator("[data-test=tool-call]")).to_contain_text("ok")
         page.screenshot(path=str(ARTIFACTS / "ui-tool-call.png"))
+        # a call that fails shows its status and the error, not a result
+        expect(page.locator("[data-test=turn-card]").first).to_contain_text("settled", timeout=120_000)
+        page.fill("[data-test=composer]", "What is 1 / 0?")
+        page.click("[data-test=send]")
+        failed = headspace.locator(".hs-item.tool").nth(1)
+        expect(failed.locator("[data-test=tool-call]")).to_contain_text("error", timeout=120_000)
+        expect(failed.locator("[data-test=tool-error]")).to_contain_text("division by zero")
+        expect(failed.locator("[data-test=tool-result]")).to_have_count(0)
     finally:
         r = httpx.patch(f"{live.url}/api/bots/primary", json={"tools": []}, headers=auth(site.tokens["root"]))
         assert r.status_code == 200
