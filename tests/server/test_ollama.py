@@ -77,7 +77,7 @@ def test_an_ollama_client_gets_tool_calls(live: LiveServer, site: Site) -> None:
     bob = client_for(live, site.tokens["bob"])
     calculator = {"type": "function", "function": {"name": "calculator", "description": "Evaluate arithmetic such as 17 * 23.",
                   "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]}}}
-    question = [{"role": "user", "content": "What is 17 times 23? Use the calculator."}]
+    question = [{"role": "user", "content": "What is 17 * 23?"}]  # the sum a probe of the old "auto" got in words
     out = bob.chat(model="conversation", messages=question, tools=[calculator], stream=False)
     [call] = out.message.tool_calls or []  # Ollama has no tool_choice: "auto", and a sum is the calculator's
     assert call.function.name == "calculator" and evaluate(call.function.arguments["expression"]) == 391

@@ -84,6 +84,11 @@ def test_auto_mode_calls_the_calculator_for_a_sum_instead_of_answering_it_in_wor
             [call] = choice.message.tool_calls or []
             assert call.function.name == "calculator", question
             assert evaluate(json.loads(call.function.arguments)["expression"]) == value, (question, call.function.arguments)
+            if not stream:  # the client runs it and sends the result: the answer uses it (not the model's own sum)
+                followup = c.chat.completions.create(model="conversation", tools=[WEATHER, CALCULATOR], max_tokens=40, temperature=0,
+                                                     messages=messages + [{"role": "assistant", "content": None, "tool_calls": [call]},
+                                                                          {"role": "tool", "tool_call_id": call.id, "content": str(value)}])
+                assert not followup.choices[0].message.tool_calls and str(value) in (followup.choices[0].message.content or ""), question
         # a function shoal's rules know nothing of is still the model's choice: a call valid for its schema, or words
         out = c.chat.completions.create(model="conversation", messages=[{"role": "user", "content": "Is it raining in Leeds?"}],
                                         tools=[WEATHER], max_tokens=16)

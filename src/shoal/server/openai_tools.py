@@ -78,7 +78,7 @@ def call_id() -> str:
 
 def as_messages(raw: list[dict[str, Any]]) -> list[ChatMessage]:
     """An OpenAI/Ollama conversation with tool turns, as plain chat messages a small model's template knows."""
-    names: dict[str, str] = {}
+    calls: list[tuple[str, str, str]] = []  # the last assistant turn's calls: id, name, arguments in words
     out: list[ChatMessage] = []
     for m in raw:
         role, content = m.get("role"), m.get("content")
@@ -88,16 +88,19 @@ def as_messages(raw: list[dict[str, Any]]) -> list[ChatMessage]:
         if role in ("system", "developer"):
             out.append(ChatMessage("system", content))
         elif role == "assistant":
-            calls = m.get("tool_calls") or []
-            for c in calls:
-                fn = c.get("function") or {}
-                names[c.get("id", "")] = fn.get("name", "tool")
+            calls = [_call_of(c) for c in m.get("tool_calls") or [] if isinstance(c, dict)]
             if calls and not content:
                 continue  # the call itself: a small model shown it would only write it again
             out.append(ChatMessage("assistant", content))
         elif role == "tool":
-            name = m.get("name") or m.get("tool_name") or names.get(m.get("tool_call_id", ""), "")  # tool_name: Ollama's
-            note = f"The {name + ' ' if name else ''}tool returned: {content}. Use this result in your answer."
+            # which call this answers: by id (OpenAI), by name (Ollama's tool_name), else the next one
+            key = m.get("tool_call_id") or ""
+            named = m.get("name") or m.get("tool_name") or ""
+            i = next((i for i, c in enumerate(calls) if (key and c[0] == key) or (not key and named and c[1] == named)), 0 if calls else -1)
+            _, name, args = calls.pop(i) if i >= 0 else ("", named, "")
+            # the arguments too: shown "17 * 23 ... returned: 391" the model says 391; shown only "391" it redoes the sum (409)
+            done = f"was called with {args} and returned" if args else "returned"
+            note = f"The {name + ' ' if name else ''}tool {done}: {content}. Use this result in your answer."
             # folded into the question it answers: small models follow one user turn best
             if out and out[-1].role == "user":
                 out[-1] = ChatMessage("user", f"{out[-1].content}\n\n{note}")
@@ -106,6 +109,18 @@ def as_messages(raw: list[dict[str, Any]]) -> list[ChatMessage]:
         else:
             out.append(ChatMessage("user", content))
     return out
+
+
+def _call_of(call: dict[str, Any]) -> tuple[str, str, str]:
+    fn = call.get("function") or {}
+    args = fn.get("arguments")
+    if isinstance(args, str):  # OpenAI sends them as JSON text, Ollama as an object
+        try:
+            args = json.loads(args)
+        except json.JSONDecodeError:
+            pass
+    words = ", ".join(f"{k}: {v}" for k, v in args.items()) if isinstance(args, dict) else str(args or "")
+    return str(call.get("id") or ""), str(fn.get("name") or ""), words
 
 
 def last_user_text(raw: list[dict[str, Any]]) -> str:
