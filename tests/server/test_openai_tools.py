@@ -96,6 +96,26 @@ def test_auto_mode_calls_the_calculator_for_a_sum_instead_of_answering_it_in_wor
             assert call.function.name == "weather" and isinstance(json.loads(call.function.arguments)["city"], str)
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_answer_after_a_tool_result_always_says_the_result(live: LiveServer, site: Site, stream: bool) -> None:
+    from shoal.server import openai_tools
+
+    call = {"id": "call_1", "type": "function", "function": {"name": "calculator", "arguments": '{"expression": "17 * 23"}'}}
+    messages = [{"role": "user", "content": "What is 17 * 23?"}, {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "call_1", "content": '{"expression": "17 * 23", "result": 391}'}]
+    before = sum(openai_tools.ANSWERS.values())
+    with client_for(live, site.tokens["bob"]) as c:
+        if stream:
+            text = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
+                model="conversation", messages=messages, tools=[CALCULATOR], max_tokens=40, temperature=0, stream=True) if ch.choices)
+        else:
+            text = c.chat.completions.create(model="conversation", messages=messages, tools=[CALCULATOR], max_tokens=40,
+                                             temperature=0).choices[0].message.content or ""
+    # the model's words when they hold 391, else its retry's, else the result said plainly — never its own sum
+    assert "391" in text, text
+    assert sum(openai_tools.ANSWERS.values()) == before + 1
+
+
 def test_streamed_tool_calls_assemble_as_the_sdk_expects(live: LiveServer, site: Site) -> None:
     with client_for(live, site.tokens["bob"]) as c:
         stream = c.chat.completions.create(model="conversation", messages=QUESTION, tools=[CALCULATOR], stream=True,

@@ -28,6 +28,7 @@ from shoal.server.openai_compat import (
     ChatCompletionIn, Message, ResponseFormat, backend_for, build_request, caller, client_tool_call, cluster_of,
 )
 from shoal.server.openai_more import EMBEDDING_MODEL, embed, embedding_texts, rough_tokens
+from shoal.server.openai_tools import SaysResult, tool_result
 from shoal.server.permissions import can
 from shoal.store.conversations import User
 
@@ -156,6 +157,8 @@ async def chat(body: ChatIn, request: Request, user: User = Depends(caller)) -> 
         cc = as_chat(body.model, body.messages, body.format, body.options, body.stream)
         req, name, server = build_request(swarm, user, cc, gateway=cluster_of(request) is not None)
         backend = backend_for(request, swarm, server)
+        if (said := tool_result(body.messages)) is not None:
+            backend = SaysResult(backend, *said)  # the answer after a tool's result says it (docs/tools.md)
         if body.tools and body.messages and body.messages[-1].get("role") != "tool":
             choice = await client_tool_call(swarm, backend, req, body.tools, "auto", body.messages)  # Ollama has no tool_choice
             if choice is not None:

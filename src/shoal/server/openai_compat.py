@@ -27,7 +27,7 @@ from shoal.backends.base import Backend, generate
 from shoal.cluster import Cluster, ClusterView
 from shoal.errors import AuthError, CapacityError, NotFound, PermissionDenied, ShoalError
 from shoal.runtime.swarm import Swarm
-from shoal.server.openai_tools import after_tool_result
+from shoal.server.openai_tools import SaysResult, after_tool_result, tool_result
 from shoal.server.auth import authenticate
 from shoal.server.permissions import allowed, can
 from shoal.store.conversations import User
@@ -140,6 +140,8 @@ async def chat_completions(body: ChatCompletionIn, request: Request, user: User 
         cid = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
         raw = [m.model_dump(exclude_none=True) for m in body.messages]
+        if (said := tool_result(raw)) is not None:
+            backend = SaysResult(backend, *said)  # the answer after a tool's result says it (docs/tools.md)
         if body.tools and not after_tool_result(raw):
             answer = await client_tool_call(swarm, backend, req, body.tools, body.tool_choice, raw)
             if answer is not None:
