@@ -78,15 +78,20 @@ def call_id() -> str:
     return "call_" + uuid.uuid4().hex[:24]
 
 
+def text_of(message: dict[str, Any]) -> str:
+    """A message's text: a string, or the text parts of a list of parts."""
+    content = message.get("content") or ""
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return str(content)
+
+
 def as_messages(raw: list[dict[str, Any]]) -> list[ChatMessage]:
     """An OpenAI/Ollama conversation with tool turns, as plain chat messages a small model's template knows."""
     calls: list[tuple[str, str, str]] = []  # the last assistant turn's calls: id, name, arguments in words
     out: list[ChatMessage] = []
     for m in raw:
-        role, content = m.get("role"), m.get("content")
-        if isinstance(content, list):
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-        content = content or ""
+        role, content = m.get("role"), text_of(m)
         if role in ("system", "developer"):
             out.append(ChatMessage("system", content))
         elif role == "assistant":
@@ -129,10 +134,7 @@ def last_user_text(raw: list[dict[str, Any]]) -> str:
     """The text of the last user message (what the rules read)."""
     for m in reversed(raw):
         if m.get("role") == "user":
-            content = m.get("content") or ""
-            if isinstance(content, list):
-                content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-            return str(content)
+            return text_of(m)
     return ""
 
 
@@ -146,10 +148,7 @@ def tool_result(raw: list[dict[str, Any]]) -> tuple[str, str] | None:
     m = raw[-1] if raw else {}
     if m.get("role") != "tool":
         return None
-    content = m.get("content") or ""
-    if isinstance(content, list):
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    value = str(content).strip()
+    value = text_of(m).strip()
     try:
         data = json.loads(value)
     except json.JSONDecodeError:
