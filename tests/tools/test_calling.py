@@ -54,6 +54,7 @@ def test_the_calculators_rule_reads_sums_and_only_functions_alike_it_inherit_it(
     wanted, call = ruled(client_tools([pair]), "What is 6 * 7?", known)
     assert [t.name for t in wanted] == ["multiply"] and call is None
     assert ruled(client_tools([weather, math]), "Is it raining in Leeds?", known) == ([], None)
+    assert ruled(client_tools([math]), "Is 2024-05-01 a Monday?", known) == ([], None)  # the hint matches, the rule reads no sum
     assert ruled(client_tools([weather]), "What is 6 * 7?", known) == ([], None)
 
 

@@ -129,21 +129,23 @@ def ruled(tools: list[Tool], text: str, known: Iterable[Tool]) -> tuple[list[Too
 
     A client's function is *alike* a known tool when its name is the tool's or
     its name and description match the tool's ``alike``; it is wanted when
-    that tool's ``hint`` matches ``text``. When the tool's ``rule`` reads the
-    arguments from ``text`` and they fit the function's schema (as they are,
-    or as its one string property), that is the call: no model writes it.
+    that tool's ``hint`` matches ``text`` and its ``rule`` (if it has one)
+    reads arguments from it. When those fit the function's schema (as they
+    are, or as its one string property), that is the call: no model writes it.
     """
     wanted: list[Tool] = []
     call: Choice | None = None
     for k in known:
         if not (k.alike and k.hint and re.search(k.hint, text, re.IGNORECASE)):
             continue
+        args = k.rule(text) if k.rule is not None else None
+        if k.rule is not None and args is None:
+            continue  # the hint matched, but its rule reads no call in the text (a date, not a sum): the model's choice
         for t in tools:
             if t in wanted or not (t.name == k.name or re.search(k.alike, f"{t.name} {t.description}", re.IGNORECASE)):
                 continue
             wanted.append(t)
-            args = k.rule(text) if k.rule is not None and call is None else None
-            if args is not None and (fitted := _fit(args, t.parameters)) is not None:
+            if call is None and args is not None and (fitted := _fit(args, t.parameters)) is not None:
                 call = Choice(t.name, fitted)
     return wanted, call
 
