@@ -109,3 +109,47 @@ def test_an_admin_sees_the_cluster_view(page, live: LiveServer, site: Site) -> N
     expect(row).to_contain_text("embedded", timeout=30_000)
     expect(row).to_contain_text("up", timeout=30_000)
     page.screenshot(path=str(ARTIFACTS / "ui-cluster.png"))
+
+
+def test_an_admin_gives_the_primary_the_calculator_and_the_call_shows_in_the_headspace(page, live: LiveServer, site: Site) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+
+    from .conftest import auth
+
+    page.goto(live.url)
+    page.fill("input[name=name]", "root")
+    page.fill("input[name=password]", PASSWORDS["root"])
+    page.click("button:has-text('Sign in')")
+    try:
+        # the bot's Settings: the tools field saves the permission
+        page.click("[data-test=nav-bots]")
+        card = page.locator("[data-test=bot-card]").filter(has=page.locator("h4", has_text="primary"))
+        card.locator("button:has-text('Settings')").click()
+        card.locator("[data-test=bot-tools-input]").fill("calculator")
+        card.locator("button:has-text('Save')").click()
+        expect(card.locator("[data-test=bot-tools]")).to_have_text("calculator", timeout=30_000)
+        assert live.swarm.config.bot("primary").tools == ["calculator"]
+
+        page.click("[data-test=new-chat]")
+        page.fill("[data-test=composer]", "What is 17 times 23?")
+        page.click("[data-test=send]")
+        headspace = page.locator("[data-test=headspace]")
+        # who called (the primary's hot action bot), which tool, its arguments, and the result
+        call = headspace.locator(".hs-item.tool")
+        expect(call.locator("[data-test=tool-call]")).to_contain_text("primary-tools", timeout=120_000)
+        expect(call.locator("[data-test=tool-call]")).to_contain_text("calculator")
+        expect(call).to_contain_text("expression:")
+        expect(call.locator("[data-test=tool-result]")).to_contain_text("391", timeout=120_000)
+        expect(call.locator("[data-test=tool-call]")).to_contain_text("ok")
+        page.screenshot(path=str(ARTIFACTS / "ui-tool-call.png"))
+        # a call that fails shows its status and the error, not a result
+        expect(page.locator("[data-test=turn-card]").first).to_contain_text("settled", timeout=120_000)
+        page.fill("[data-test=composer]", "What is 1 / 0?")
+        page.click("[data-test=send]")
+        failed = headspace.locator(".hs-item.tool").nth(1)
+        expect(failed.locator("[data-test=tool-call]")).to_contain_text("error", timeout=120_000)
+        expect(failed.locator("[data-test=tool-error]")).to_contain_text("division by zero")
+        expect(failed.locator("[data-test=tool-result]")).to_have_count(0)
+    finally:
+        r = httpx.patch(f"{live.url}/api/bots/primary", json={"tools": []}, headers=auth(site.tokens["root"]))
+        assert r.status_code == 200

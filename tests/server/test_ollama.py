@@ -61,7 +61,7 @@ def test_generate_embed_show_and_json_format(live: LiveServer, site: Site) -> No
 
     js = bob.chat(model="conversation", messages=[{"role": "user", "content": "Ana lives in Porto. Her city as JSON."}],
                   format={"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-                  options={"num_predict": 24})
+                  options={"num_predict": 48, "temperature": 0})  # sampled, 24 tokens sometimes ended inside the string
     assert "city" in json.loads(js.message.content or "")
     emb = bob.embed(model="all-minilm-l6-v2", input=["bees", "rain"])
     assert len(emb.embeddings) == 2 and len(emb.embeddings[0]) == 384
@@ -72,15 +72,23 @@ def test_generate_embed_show_and_json_format(live: LiveServer, site: Site) -> No
 
 
 def test_an_ollama_client_gets_tool_calls(live: LiveServer, site: Site) -> None:
+    from shoal.tools.builtin import evaluate
+
     bob = client_for(live, site.tokens["bob"])
     calculator = {"type": "function", "function": {"name": "calculator", "description": "Evaluate arithmetic such as 17 * 23.",
                   "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]}}}
-    out = bob.chat(model="conversation", messages=[{"role": "user", "content": "What is 17 times 23? Use the calculator."}],
-                   tools=[calculator])
-    calls = out.message.tool_calls or []
-    # "auto": the model may answer in words, but a call it makes is valid for the schema
-    for call in calls:
-        assert call.function.name == "calculator" and isinstance(call.function.arguments["expression"], str)
+    question = [{"role": "user", "content": "What is 17 * 23?"}]  # the sum a probe of the old "auto" got in words
+    out = bob.chat(model="conversation", messages=question, tools=[calculator], stream=False)
+    [call] = out.message.tool_calls or []  # Ollama has no tool_choice: "auto", and a sum is the calculator's
+    assert call.function.name == "calculator" and evaluate(call.function.arguments["expression"]) == 391
+    streamed = [c for part in bob.chat(model="conversation", messages=question, tools=[calculator], stream=True)
+                for c in part.message.tool_calls or []]
+    assert [(c.function.name, evaluate(c.function.arguments["expression"])) for c in streamed] == [("calculator", 391)]
+    # the client runs it and sends the result: the answer is in words and uses it
+    answer = bob.chat(model="conversation", stream=False, tools=[calculator], options={"num_predict": 40, "temperature": 0},
+                      messages=question + [{"role": "assistant", "content": "", "tool_calls": [call.model_dump()]},
+                                           {"role": "tool", "content": "391", "tool_name": "calculator"}])
+    assert not answer.message.tool_calls and "391" in (answer.message.content or "")
 
 
 def test_wrong_tokens_unknown_bots_and_bad_input_are_clear_errors(live: LiveServer, site: Site) -> None:

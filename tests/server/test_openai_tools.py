@@ -64,6 +64,58 @@ def test_a_chat_that_needs_the_calculator_gets_a_valid_tool_call_and_the_answer_
         assert "391" in _answer_after(c, call, "391", stream=False)
 
 
+AUTO_SUMS = [("What is 17 * 23?", 391), ("What is 17 times 23?", 391), ("How much is 12 + 30?", 42)]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_auto_mode_calls_the_calculator_for_a_sum_instead_of_answering_it_in_words(live: LiveServer, site: Site, stream: bool) -> None:
+    from shoal.tools.builtin import evaluate
+
+    with client_for(live, site.tokens["bob"]) as c:
+        for question, value in AUTO_SUMS:  # tool_choice left to its default, "auto"
+            messages = [{"role": "user", "content": question}]
+            if stream:
+                with c.chat.completions.stream(model="conversation", messages=messages, tools=[WEATHER, CALCULATOR]) as s:
+                    out = s.get_final_completion()
+            else:
+                out = c.chat.completions.create(model="conversation", messages=messages, tools=[WEATHER, CALCULATOR])
+            choice = out.choices[0]
+            assert choice.finish_reason == "tool_calls", (question, choice.message.content)
+            [call] = choice.message.tool_calls or []
+            assert call.function.name == "calculator", question
+            assert evaluate(json.loads(call.function.arguments)["expression"]) == value, (question, call.function.arguments)
+            if not stream:  # the client runs it and sends the result: the answer uses it (not the model's own sum)
+                followup = c.chat.completions.create(model="conversation", tools=[WEATHER, CALCULATOR], max_tokens=40, temperature=0,
+                                                     messages=messages + [{"role": "assistant", "content": None, "tool_calls": [call]},
+                                                                          {"role": "tool", "tool_call_id": call.id, "content": str(value)}])
+                assert not followup.choices[0].message.tool_calls and str(value) in (followup.choices[0].message.content or ""), question
+        # a function shoal's rules know nothing of is still the model's choice: a call valid for its schema, or words
+        out = c.chat.completions.create(model="conversation", messages=[{"role": "user", "content": "Is it raining in Leeds?"}],
+                                        tools=[WEATHER], max_tokens=16)
+        for call in out.choices[0].message.tool_calls or []:
+            assert call.function.name == "weather" and isinstance(json.loads(call.function.arguments)["city"], str)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_answer_after_a_tool_result_always_says_the_result(live: LiveServer, site: Site, stream: bool) -> None:
+    from shoal.server import openai_tools
+
+    call = {"id": "call_1", "type": "function", "function": {"name": "calculator", "arguments": '{"expression": "17 * 23"}'}}
+    messages = [{"role": "user", "content": "What is 17 * 23?"}, {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "call_1", "content": '{"expression": "17 * 23", "result": 391}'}]
+    before = sum(openai_tools.ANSWERS.values())
+    with client_for(live, site.tokens["bob"]) as c:
+        if stream:
+            text = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
+                model="conversation", messages=messages, tools=[CALCULATOR], max_tokens=40, temperature=0, stream=True) if ch.choices)
+        else:
+            text = c.chat.completions.create(model="conversation", messages=messages, tools=[CALCULATOR], max_tokens=40,
+                                             temperature=0).choices[0].message.content or ""
+    # the model's words when they hold 391, else its retry's, else the result said plainly — never its own sum
+    assert "391" in text, text
+    assert sum(openai_tools.ANSWERS.values()) == before + 1
+
+
 def test_streamed_tool_calls_assemble_as_the_sdk_expects(live: LiveServer, site: Site) -> None:
     with client_for(live, site.tokens["bob"]) as c:
         stream = c.chat.completions.create(model="conversation", messages=QUESTION, tools=[CALCULATOR], stream=True,

@@ -31,21 +31,31 @@ async def test_the_model_picks_a_permitted_tool_with_arguments_valid_for_its_sch
     assert [t.name for t in hinted(reg.tools(), "what is 17 * 23?")] == ["calculator"]
 
 
-async def test_forced_bad_output_is_retried_once_then_dropped_and_never_reaches_the_tool(embedded: EmbeddedBackend) -> None:
-    reached: list[Any] = []
+def test_the_calculators_rule_reads_sums_and_only_functions_alike_it_inherit_it() -> None:
+    from shoal.server.openai_tools import client_tools
+    from shoal.tools.builtin import arithmetic_in
+    from shoal.tools.calling import ruled
 
-    async def guarded(args: dict[str, Any], ctx: ToolContext) -> int:
-        reached.append(args)
-        return 0
+    assert arithmetic_in("What is 17 times 23?") == {"expression": "17 * 23"}
+    assert arithmetic_in("what is the square root of 144?") == {"expression": "sqrt(144)"}
+    assert arithmetic_in("Meet me on 2024-05-01") is None and arithmetic_in("I have 3 cats") is None
+    known = build_registry(ToolsConfig(plugins=False)).tools()
 
-    strict = Tool("lookup", "Look up a product code.", {"type": "object", "properties": {"code": {"type": "integer", "minimum": 1000}},
-                                                        "required": ["code"], "additionalProperties": False}, guarded)
-    counts: Counter[str] = Counter()
-    # unconstrained: the small model writes prose, not the call; validation catches it twice, then it is dropped
-    choice = await choose(embedded, [strict], [ChatMessage("user", "Look up the product code for bananas.")],
-                          constrain=False, allow_none=False, stats=counts, max_tokens=24)
-    assert choice is None and counts["invalid"] == 2 and counts["dropped"] == 1
-    assert reached == []
+    def fn(name: str, description: str, props: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "function", "function": {"name": name, "description": description,
+                                                 "parameters": {"type": "object", "properties": props}}}
+
+    math = fn("math_eval", "Evaluate an arithmetic expression.", {"expr": {"type": "string"}})
+    weather = fn("weather", "The weather in a city.", {"city": {"type": "string"}})
+    pair = fn("multiply", "Multiply two numbers.", {"a": {"type": "number"}, "b": {"type": "number"}})
+    wanted, call = ruled(client_tools([weather, math]), "How much is 12 + 30?", known)
+    assert [t.name for t in wanted] == ["math_eval"] and call is not None and (call.tool, call.arguments) == ("math_eval", {"expr": "12 + 30"})
+    # wanted, but the rule's arguments do not fit two numbers: the model writes them
+    wanted, call = ruled(client_tools([pair]), "What is 6 * 7?", known)
+    assert [t.name for t in wanted] == ["multiply"] and call is None
+    assert ruled(client_tools([weather, math]), "Is it raining in Leeds?", known) == ([], None)
+    assert ruled(client_tools([math]), "Is 2024-05-01 a Monday?", known) == ([], None)  # the hint matches, the rule reads no sum
+    assert ruled(client_tools([weather]), "What is 6 * 7?", known) == ([], None)
 
 
 CONFIG = """
@@ -128,6 +138,81 @@ async def test_the_primary_calls_the_calculator_through_a_hot_action_bot_and_a_b
         assert out.status == "refused"
         refused = [r for r in await _events(swarm, conv.id, "tool.result", len(results) + 1) if r["status"] == "refused"]
         assert refused and refused[-1]["tool"] == "calculator"
+
+
+def _spy(name: str, parameters: dict[str, Any], hint: str, ran: list[Any], *, fails: str = "") -> Tool:
+    """A tool that records each run; ``fails``: "raise" or "hang" after recording it."""
+
+    async def fn(args: dict[str, Any], ctx: ToolContext) -> str:
+        ran.append(args)
+        if fails == "raise":
+            raise RuntimeError("the weather service is down")
+        if fails == "hang":
+            await asyncio.Event().wait()
+        return "ok"
+
+    return Tool(name, f"Look up the {name}.", parameters, fn, hint=hint)
+
+
+SPIED = CONFIG.replace('tools = ["calculator"]', 'tools = ["calculator", "lookup", "weather", "stock"]')
+
+
+async def test_forced_bad_output_is_retried_once_then_dropped_on_record_and_never_reaches_the_tool(tmp_path: Path) -> None:
+    from shoal.tools import calling
+
+    ran: list[Any] = []
+    # the grammar enforces the pattern (4 to 8 letters); validation also maxLength 3, which the grammar drops:
+    # every output the grammar allows is valid JSON and invalid for the tool, so the bad output is forced, not hoped for
+    schema = {"type": "object", "properties": {"code": {"type": "string", "pattern": "^[a-z]{4,8}$", "maxLength": 3}},
+              "required": ["code"], "additionalProperties": False}
+    home = tmp_path / "home"
+    home.mkdir()
+    async with Swarm(Env(Settings(home=home), parse_config(SPIED))) as swarm:
+        swarm.tools.register(_spy("lookup", schema, r"look up", ran))
+        user = await swarm.local_user()
+        conv = await swarm.conversations.create_conversation(user.id)
+        before = Counter(calling.STATS)
+        # the real calling path of the primary's hot action bot: rules, grammar, validation, retry, the registry
+        out = await calling.call_tool_for(swarm.bots["primary"], conv.id, None, user.id, "Look up the product code for bananas.")
+        assert out is None and ran == []
+        delta = Counter(calling.STATS)
+        delta.subtract(before)
+        assert (delta["invalid"], delta["dropped"], delta["chosen"]) == (2, 1, 0)  # the first try and one retry, then dropped
+        [call] = await _events(swarm, conv.id, "tool.call", 1)
+        [result] = await _events(swarm, conv.id, "tool.result", 1)
+        assert call["tool"] == result["tool"] == "lookup" and call["bot"] == "primary" and len(call["arguments"]["code"]) > 3
+        assert result["status"] == "invalid" and result["call_id"] == call["call_id"] and not result["result"]
+        assert "after 2 invalid tries" in result["error"] and "too long" in result["error"], result
+        assert swarm.tools.stats["invalid"] == 1 and swarm.tools.stats["ok"] == 0
+
+
+async def test_a_tool_that_raises_or_hangs_leaves_the_conversation_working(tmp_path: Path) -> None:
+    ran: list[Any] = []
+    empty = {"type": "object", "properties": {}}
+    home = tmp_path / "home"
+    home.mkdir()
+    async with Swarm(Env(Settings(home=home), parse_config(SPIED))) as swarm:
+        swarm.tools.register(_spy("weather", empty, r"\bweather\b", ran, fails="raise"))
+        swarm.tools.register(_spy("stock", empty, r"\bstock\b", ran, fails="hang"))
+        swarm.tools.config.timeout = 2  # the hanging tool is cut off (how long it took is not checked)
+        user = await swarm.local_user()
+        conv = await swarm.conversations.create_conversation(user.id)
+        texts = ["What is the weather in Leeds?", "What is the stock price of ACME?", "Thanks! Now say hello to Ana."]
+        for i, text in enumerate(texts, 1):
+            await swarm.send(conv.id, user.id, text)
+            await _events(swarm, conv.id, "turn.settled", i, timeout=240)
+        events = await swarm.conversations.events_since(conv.id, 0)
+        assert sorted((e["tool"], e["status"]) for e in events if e["kind"] == "tool.result") == [("stock", "timeout"), ("weather", "error")]
+        assert len(ran) == 2  # each ran once: a failure is an outcome, not a retry
+        ends = [e for e in events if e["kind"] == "action.end" and e["bot"].startswith("primary-tools")]
+        assert [e["status"] for e in ends] == ["error", "error"] and "weather service is down" in ends[0]["error"]
+        assert not [e for e in events if e["kind"] == "bot.error"]
+        # the turn after the failures is answered as any other: a complete reply, and no tool in it
+        turns = [e["message_id"] for e in events if e["kind"] == "user.turn"]
+        last = [e for e in events if e.get("turn") == turns[-1]]
+        replies = [e for e in last if e["kind"] == "reply.end" and not e.get("interjection")]
+        assert replies and replies[-1]["status"] == "complete" and replies[-1]["text"].strip(), replies
+        assert not [e for e in last if e["kind"].startswith("tool.")]
 
 
 def _emitter(swarm: Swarm) -> Any:

@@ -25,9 +25,10 @@ import shoal
 from shoal.backends.base import generate
 from shoal.errors import BadInput, ShoalError
 from shoal.server.openai_compat import (
-    ChatCompletionIn, Message, ResponseFormat, backend_for, build_request, caller, cluster_of, tool_choice_completion,
+    ChatCompletionIn, Message, ResponseFormat, backend_for, build_request, caller, client_tool_call, cluster_of,
 )
 from shoal.server.openai_more import EMBEDDING_MODEL, embed, embedding_texts, rough_tokens
+from shoal.server.openai_tools import SaysResult, tool_result
 from shoal.server.permissions import can
 from shoal.store.conversations import User
 
@@ -156,10 +157,10 @@ async def chat(body: ChatIn, request: Request, user: User = Depends(caller)) -> 
         cc = as_chat(body.model, body.messages, body.format, body.options, body.stream)
         req, name, server = build_request(swarm, user, cc, gateway=cluster_of(request) is not None)
         backend = backend_for(request, swarm, server)
+        if (said := tool_result(body.messages)) is not None:
+            backend = SaysResult(backend, *said)  # the answer after a tool's result says it (docs/tools.md)
         if body.tools and body.messages and body.messages[-1].get("role") != "tool":
-            from shoal.server.openai_tools import client_tools
-
-            choice = await tool_choice_completion(backend, req, client_tools(body.tools), allow_none=True)
+            choice = await client_tool_call(swarm, backend, req, body.tools, "auto", body.messages)  # Ollama has no tool_choice
             if choice is not None:
                 msg = {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": choice.tool, "arguments": choice.arguments}}]}
                 final = _final(name, t0, choice.usage[0], choice.usage[1], "stop")

@@ -27,7 +27,7 @@ from shoal.backends.base import Backend, generate
 from shoal.cluster import Cluster, ClusterView
 from shoal.errors import AuthError, CapacityError, NotFound, PermissionDenied, ShoalError
 from shoal.runtime.swarm import Swarm
-from shoal.server.openai_tools import after_tool_result
+from shoal.server.openai_tools import SaysResult, after_tool_result, tool_result
 from shoal.server.auth import authenticate
 from shoal.server.permissions import allowed, can
 from shoal.store.conversations import User
@@ -140,14 +140,12 @@ async def chat_completions(body: ChatCompletionIn, request: Request, user: User 
         cid = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
         raw = [m.model_dump(exclude_none=True) for m in body.messages]
+        if (said := tool_result(raw)) is not None:
+            backend = SaysResult(backend, *said)  # the answer after a tool's result says it (docs/tools.md)
         if body.tools and not after_tool_result(raw):
-            from shoal.server.openai_tools import client_tools, pick
-
-            offered = pick(client_tools(body.tools), body.tool_choice)
-            if offered is not None:
-                answer = await tool_choice_completion(backend, req, offered[0], allow_none=offered[1])
-                if answer is not None:
-                    return tool_calls_response(answer, cid, created, name, stream=body.stream, usage=_wants_usage(body))
+            answer = await client_tool_call(swarm, backend, req, body.tools, body.tool_choice, raw)
+            if answer is not None:
+                return tool_calls_response(answer, cid, created, name, stream=body.stream, usage=_wants_usage(body))
         if body.stream:
             reqs = [req] + [_another(req, i) for i in range(1, body.n)]
             return StreamingResponse(
@@ -193,6 +191,38 @@ def _another(req: GenerateRequest, i: int) -> GenerateRequest:
         messages=req.messages, model=req.model, sampling=sampling, json_schema=req.json_schema, grammar=req.grammar,
         priority=req.priority, rank=req.rank, cancel=req.cancel.child(), owner=req.owner,
     )
+
+
+async def client_tool_call(
+    swarm: Swarm, backend: Backend, req: GenerateRequest, specs: list[dict[str, Any]], tool_choice: Any, raw: list[dict[str, Any]]
+) -> Any:
+    """The call of one of the client's functions (``specs``) this request gets; None: an answer in words.
+
+    With ``tool_choice`` "auto" the rules come first (DESIGN.md §5): a function
+    alike a shoal tool whose hint matches the last user message is wanted — a
+    calculator for "What is 17 * 23?" — and the tool's rule writes the call
+    when it can (``tools.calling.ruled``); otherwise the model must call one of
+    the wanted functions. A small model left to decide answers sums in words,
+    and gets them wrong. No valid call after the retry: words, as "auto" allows.
+    """
+    from shoal.server.openai_tools import ToolCallFailed, client_tools, last_user_text, pick
+    from shoal.tools.calling import ruled
+
+    offered = pick(client_tools(specs), tool_choice)
+    if offered is None:
+        return None
+    tools, allow_none = offered
+    registry = getattr(swarm, "tools", None)
+    if allow_none and registry is not None:
+        wanted, call = ruled(tools, last_user_text(raw), registry.tools())
+        if call is not None:
+            return call
+        if wanted:
+            try:
+                return await tool_choice_completion(backend, req, wanted, allow_none=False)
+            except ToolCallFailed:
+                return None
+    return await tool_choice_completion(backend, req, tools, allow_none=allow_none)
 
 
 async def tool_choice_completion(backend: Backend, req: GenerateRequest, tools: list[Any], *, allow_none: bool) -> Any:

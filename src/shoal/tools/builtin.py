@@ -15,6 +15,7 @@ import ast
 import datetime as dt
 import math
 import operator
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -76,6 +77,38 @@ def _eval(node: ast.AST) -> Any:
         f"'{ast.unparse(node)}' is not allowed in a calculation",
         hint=f"numbers, + - * / // % **, parentheses, {', '.join(sorted(_FUNCS))}, {', '.join(sorted(_CONSTS))}",
     )
+
+
+# the rule that reads a sum from a message (calling.ruled): words to operators, then the longest arithmetic span
+_WORDS = [
+    (r"\bmultiplied by\b|\btimes\b|(?<=\d)\s*[x×]\s*(?=\d)", " * "),
+    (r"\bdivided by\b|÷", " / "),
+    (r"\bplus\b", " + "),
+    (r"\bminus\b", " - "),
+    (r"\bto the power of\b", " ** "),
+    (r"\bsquared\b", " ** 2"),
+    (r"\bsquare root of\s*(\d+(?:\.\d+)?)", r"sqrt(\1)"),
+]
+_SPAN = re.compile(r"(?:sqrt)?[(\s]*-?\d[\d.\s+\-*/%^()]*[\d)]")
+
+
+def arithmetic_in(text: str) -> dict[str, Any] | None:
+    """The calculator's arguments for the sum in ``text`` ("What is 17 times 23?" → ``17 * 23``); None: no sum it can compute."""
+    t = text.lower()
+    for pattern, repl in _WORDS:
+        t = re.sub(pattern, repl, t)
+    spans = [" ".join(m.group().split()) for m in _SPAN.finditer(t)]
+    spans = [s for s in spans if re.search(r"[-+*/%^]", s[1:]) or s.startswith("sqrt")]  # an operator, not a sign
+    if not spans:
+        return None
+    expression = max(spans, key=len)
+    while expression.count(")") > expression.count("(") and expression.endswith(")"):
+        expression = expression[:-1].rstrip()  # "(17 * 23)" read from "(what is 17 * 23)"
+    try:
+        evaluate(expression)
+    except BadInput:
+        return None  # a date (2024-05-01), a phone number: not a sum
+    return {"expression": expression}
 
 
 async def calculator(args: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
@@ -179,7 +212,10 @@ def register(registry: ToolRegistry) -> None:
         {"type": "object", "properties": {"expression": {"type": "string", "minLength": 1, "maxLength": 200,
                                                          "pattern": "^[0-9a-z+*/%^()., -]+$"}},
          "required": ["expression"], "additionalProperties": False},
-        hint=r"\d\s*[-+*/x×÷^%]\s*\d|\b(calculate|compute|how much is|what is \d|sqrt|square root|percent)\b",
+        hint=r"\d\s*[-+*/x×÷^%]\s*\d|\d\s+(times|plus|minus|divided by|multiplied by|to the power of)\s+\d"
+             r"|\b(calculate|compute|how much is|what is \d+|sqrt|square root|percent)\b",
+        alike=r"calculat|arithmetic|\bmath|\bexpression|\bcompute|\bevaluat|\bmultipl",
+        rule=arithmetic_in,
     )(calculator)
     registry.function(
         "time", "The current date and time (optionally in an IANA time zone such as Europe/Lisbon).",

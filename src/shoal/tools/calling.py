@@ -124,6 +124,44 @@ def hinted(tools: Iterable[Tool], text: str) -> list[Tool]:
     return [t for t in tools if t.hint and re.search(t.hint, text, re.IGNORECASE)]
 
 
+def ruled(tools: list[Tool], text: str, known: Iterable[Tool]) -> tuple[list[Tool], Choice | None]:
+    """What the rules say of a client's functions for ``text``: the ones wanted, and the call itself when a rule reads it.
+
+    A client's function is *alike* a known tool when its name is the tool's or
+    its name and description match the tool's ``alike``; it is wanted when
+    that tool's ``hint`` matches ``text`` and its ``rule`` (if it has one)
+    reads arguments from it. When those fit the function's schema (as they
+    are, or as its one string property), that is the call: no model writes it.
+    """
+    wanted: list[Tool] = []
+    call: Choice | None = None
+    for k in known:
+        if not (k.alike and k.hint and re.search(k.hint, text, re.IGNORECASE)):
+            continue
+        args = k.rule(text) if k.rule is not None else None
+        if k.rule is not None and args is None:
+            continue  # the hint matched, but its rule reads no call in the text (a date, not a sum): the model's choice
+        for t in tools:
+            if t in wanted or not (t.name == k.name or re.search(k.alike, f"{t.name} {t.description}", re.IGNORECASE)):
+                continue
+            wanted.append(t)
+            if call is None and args is not None and (fitted := _fit(args, t.parameters)) is not None:
+                call = Choice(t.name, fitted)
+    return wanted, call
+
+
+def _fit(args: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any] | None:
+    """``args`` for a function with ``schema``: as they are, or their one value as the function's one string property."""
+    props = schema.get("properties", {})
+    if set(args) <= set(props) and schema_error(schema, args) is None:
+        return args
+    strings = [k for k, v in props.items() if isinstance(v, dict) and v.get("type") == "string"]
+    if len(args) != 1 or len(strings) != 1 or len(props) != 1:
+        return None
+    fitted = {strings[0]: next(iter(args.values()))}
+    return fitted if schema_error(schema, fitted) is None else None
+
+
 async def choose(
     backend: Backend,
     tools: list[Tool],
@@ -138,11 +176,13 @@ async def choose(
     retries: int = 1,
     stats: Counter[str] | None = None,
     seed: int | None = None,
+    attempts: list[tuple[str, str]] | None = None,
 ) -> Choice | None:
     """Let the model pick a tool and its arguments; None when it failed ``retries + 1`` times (dropped, counted).
 
     ``constrain=False`` lets the model write anything (clients that asked for
     it, and tests forcing bad output): validation still guards the tool.
+    ``attempts`` collects each invalid output with what was wrong with it.
     """
     counts = STATS if stats is None else stats
     by_name = {t.name: t for t in tools}
@@ -170,6 +210,8 @@ async def choose(
             choice.usage = (spent[0], spent[1])
             return choice
         counts["invalid"] += 1
+        if attempts is not None:
+            attempts.append((text, problem or ""))
         convo += [ChatMessage("assistant", text[:300]), ChatMessage("user", f"That is not a valid tool call: {problem}. Answer with JSON only.")]
     counts["dropped"] += 1
     return None
@@ -190,22 +232,41 @@ async def call_tool_for(bot: "Bot", conversation: str, turn: str | None, user_id
     offered = hinted(offered, text)
     if not offered:
         return None
+    attempts: list[tuple[str, str]] = []
     try:
         # the rules said a tool is wanted: the model picks which and writes the arguments, not whether
         choice = await choose(
             bot.backend, offered, [ChatMessage("user", text)], model=bot.config.model, priority=bot.priority, owner=bot.name,
-            allow_none=False,
+            allow_none=False, attempts=attempts,
         )
     except ShoalError:
         STATS["dropped"] += 1
-        return None
-    if choice is None or choice.tool is None:
         return None
     ctx = ToolContext(
         user_id=user_id, memories=bot.ctx.memories, conversations=bot.ctx.conversations, config=registry.config,
         conversation=conversation, turn=turn, caller=bot.name, emit=bot.emit,
     )
+    if choice is None:  # dropped: on record in the headspace, and the tool never ran
+        name, args = _attempted(attempts[-1][0], offered) if attempts else (offered[0].name, {})
+        problem = attempts[-1][1] if attempts else "no output"
+        await registry.dropped(name, args, ctx, f"the model's call was dropped after {len(attempts)} invalid tries: {problem}")
+        return None
+    if choice.tool is None:
+        return None
     return await registry.call(choice.tool, choice.arguments, ctx, allow=bot.config.tools)
+
+
+def _attempted(text: str, offered: list[Tool]) -> tuple[str, dict[str, Any]]:
+    """The tool and arguments an invalid output meant, as far as it says (for the record only)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = None
+    name = data.get("tool") if isinstance(data, dict) else None
+    if not isinstance(name, str) or name not in {t.name for t in offered}:
+        name = offered[0].name if len(offered) == 1 else "unknown"
+    args = data.get("arguments") if isinstance(data, dict) else None
+    return name, args if isinstance(args, dict) else {}
 
 
 def tool_template(config: Any, registry: ToolRegistry | None, text: str) -> Any:

@@ -64,6 +64,11 @@ class Tool:
     hint: str | None = None
     #: builtin, plugin:<entry point>, mcp:<server>
     source: str = "builtin"
+    #: a regular expression on a client's function (its name and description) doing this tool's job: with
+    #: ``tool_choice`` "auto" that function inherits ``hint`` and ``rule`` (calling.ruled)
+    alike: str | None = None
+    #: this tool's arguments read from a message by rule (None: the rule cannot tell; the model writes them)
+    rule: Callable[[str], dict[str, Any] | None] | None = None
 
     def spec(self) -> dict[str, Any]:
         """The tool as OpenAI's ``tools`` entry (MCP and Ollama use the same fields)."""
@@ -126,12 +131,13 @@ class ToolRegistry:
         return tool
 
     def function(
-        self, name: str, description: str, parameters: dict[str, Any], *, hint: str | None = None, source: str = "builtin"
+        self, name: str, description: str, parameters: dict[str, Any], *, hint: str | None = None, source: str = "builtin",
+        alike: str | None = None, rule: Callable[[str], dict[str, Any] | None] | None = None,
     ) -> Callable[[ToolFn], ToolFn]:
         """Decorator: ``@registry.function("name", "what it does", {...schema...})``."""
 
         def wrap(fn: ToolFn) -> ToolFn:
-            self.register(Tool(name, description, parameters, fn, hint=hint, source=source))
+            self.register(Tool(name, description, parameters, fn, hint=hint, source=source, alike=alike, rule=rule))
             return fn
 
         return wrap
@@ -184,18 +190,32 @@ class ToolRegistry:
         Every call and its result are events of ``ctx.conversation`` when
         ``ctx.emit`` is set. Invalid arguments never reach the tool.
         """
-        from shoal.runtime.messages import ToolCall, ToolResult
-
         call_id = new_id()
-        args = arguments if isinstance(arguments, dict) else {}
-        if ctx.emit is not None and ctx.conversation:
-            await ctx.emit(ToolCall(conversation=ctx.conversation, turn=ctx.turn, call_id=call_id, tool=name, arguments=args))
+        await self._record_call(call_id, name, arguments, ctx)
         outcome = await self._run(call_id, name, arguments, ctx, allow)
+        return await self._record_result(outcome, ctx)
+
+    async def dropped(self, name: str, arguments: Any, ctx: ToolContext, problem: str) -> ToolOutcome:
+        """A call the model could not write validly (retried, then dropped): on record as ``invalid``; nothing ran."""
+        call_id = new_id()
+        await self._record_call(call_id, name, arguments, ctx)
+        return await self._record_result(ToolOutcome(call_id, name, "invalid", error=problem), ctx)
+
+    async def _record_call(self, call_id: str, name: str, arguments: Any, ctx: ToolContext) -> None:
+        from shoal.runtime.messages import ToolCall
+
+        if ctx.emit is not None and ctx.conversation:
+            args = arguments if isinstance(arguments, dict) else {}
+            await ctx.emit(ToolCall(conversation=ctx.conversation, turn=ctx.turn, call_id=call_id, tool=name, arguments=args))
+
+    async def _record_result(self, outcome: ToolOutcome, ctx: ToolContext) -> ToolOutcome:
+        from shoal.runtime.messages import ToolResult
+
         self.stats[outcome.status] += 1
         if ctx.emit is not None and ctx.conversation:
             await ctx.emit(
                 ToolResult(
-                    conversation=ctx.conversation, turn=ctx.turn, call_id=call_id, tool=name,
+                    conversation=ctx.conversation, turn=ctx.turn, call_id=outcome.call_id, tool=outcome.tool,
                     status=outcome.status, result=outcome.result, error=outcome.error,  # type: ignore[arg-type]
                 )
             )

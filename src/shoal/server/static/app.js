@@ -250,6 +250,17 @@ function applyEvent(ev) {
     case "bot.error":
       if (turn) turn.items.push({ k: "error", ev });
       break;
+    case "tool.call":
+    case "tool.result": {
+      // a call and its result are one item; a call outside a turn (a direct one) still shows
+      const t = turn || Object.assign(turnOf(c, "tools", "tool calls outside a turn"), { settled: true });
+      t.tools = t.tools || {};
+      let it = t.tools[ev.call_id];
+      if (!it) { it = reactive({ k: "tool", bot: ev.bot, tool: ev.tool, args: {}, status: "calling" }); t.tools[ev.call_id] = it; t.items.push(it); }
+      if (ev.kind === "tool.call") Object.assign(it, { bot: ev.bot, args: ev.arguments || {} });
+      else Object.assign(it, { status: ev.status, result: ev.result, error: ev.error });
+      break;
+    }
   }
   if (ev.conversation === state.current) scrollSoon();
   const listed = state.conversations.find((x) => x.id === ev.conversation);
@@ -505,6 +516,7 @@ const Headspace = {
     async cancel() {
       try { await socket.send({ type: "cancel_thought", conversation: state.current }); } catch (e) { toast(e.message, e.hint); }
     },
+    argsText(args) { return Object.entries(args || {}).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join(", "); },
     routeText(ev) { return ev.targets.length ? ev.targets.map((t) => `${t} (${ev.reasons[t] || ""})`).join(", ") : "nobody"; },
     ago,
   },
@@ -545,6 +557,12 @@ const Headspace = {
           <template v-else-if="it.k === 'consent'"><div class="k">{{ it.ev.approved ? '✦ you said yes: stored' : '✧ you said no: dropped' }}</div><span class="src">{{ it.ev.pending_ids.length }} fact(s){{ it.ev.reason ? ' — ' + it.ev.reason : '' }}</span></template>
           <template v-else-if="it.k === 'inject'"><div class="k">↯ primary → conversation · {{ it.ev.mode === 'interject' ? 'interject' : 'for the next reply' }}</div>{{ it.ev.text }}</template>
           <template v-else-if="it.k === 'note'"><div class="k">{{ it.icon }} {{ it.title }}</div>{{ it.text }}</template>
+          <template v-else-if="it.k === 'tool'">
+            <div class="k" data-test="tool-call">ƒ {{ it.bot }} → {{ it.tool }} · {{ it.status }}</div>
+            <code class="src">{{ it.tool }}({{ argsText(it.args) }})</code>
+            <div v-if="it.status === 'ok'" class="quote" data-test="tool-result">= {{ it.result }}</div>
+            <div v-else-if="it.error" class="tool-error" data-test="tool-error">{{ it.error }}</div>
+          </template>
           <template v-else-if="it.k === 'error'"><div class="k">⚠ {{ it.ev.bot }}</div>{{ it.ev.error }}</template>
         </div>
         <div class="hs-item" v-if="t.rawNotes"><span class="src">{{ t.rawNotes }} raw note(s) written</span></div>
