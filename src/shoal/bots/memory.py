@@ -112,7 +112,9 @@ class MemoryBot(Bot):
     # -- handlers -----------------------------------------------------------------
     async def on_route(self, ev: Route) -> None:
         if self.name in ev.targets and ev.turn:
-            self.tasks.spawn(self._ingest(ev), name=f"ingest:{ev.turn}")
+            # acknowledged when ingested; delivered again (its worker died) it is ingested again, and the
+            # store keeps each note and fact once (same content: sources merged, MemoryStore._insert)
+            self.tasks.spawn(self._ingest(ev), name=f"ingest:{ev.turn}", receipt=self.held())
 
     async def on_reply_end(self, ev: ReplyEnd) -> None:
         # a reply is noted only where memory needs no consent: it may repeat what the person said

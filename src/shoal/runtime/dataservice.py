@@ -53,7 +53,7 @@ WATCH = 0.2
 #: against the stores' signatures)
 ROLE_METHODS: dict[str, dict[str, frozenset[str]]] = {
     "thinker": {
-        "conversations": frozenset({"history", "save_thought", "get_conversation"}),
+        "conversations": frozenset({"history", "save_thought", "get_conversation", "thoughts"}),
         "memories": frozenset(),
     },
     "memory": {
