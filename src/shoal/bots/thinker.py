@@ -256,9 +256,16 @@ class ThinkerBot(Bot):
     async def _think(self, thought: Thought) -> None:
         conv = thought.conversation
         store = self.ctx.conversations
-        await store.save_thought(
-            thought.id, conv, bot=self.name, turn_id=thought.turn, text="", status="thinking", started_at=thought.started
-        )
+        # the history is read while the thought's row is written (over the mesh: one round trip, not two)
+        reading = asyncio.ensure_future(store.history(conv, limit=max(1, self.config.history)))
+        try:
+            await store.save_thought(
+                thought.id, conv, bot=self.name, turn_id=thought.turn, text="", status="thinking", started_at=thought.started
+            )
+        except BaseException:
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
+            raise
         await self.emit(
             ThoughtStart(
                 conversation=conv,
@@ -274,7 +281,7 @@ class ThinkerBot(Bot):
             old.cancel.cancel(why)
         status, error = "done", None
         try:
-            history = await store.history(conv, limit=max(1, self.config.history))
+            history = await reading
             if (solved := await self.solver_for(history)) is not None:
                 thought.parts.append(solved)
                 await self.emit(ThoughtDelta(conversation=conv, turn=thought.turn, thought_id=thought.id, text=solved))

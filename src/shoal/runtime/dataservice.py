@@ -119,6 +119,8 @@ class DataService:
         self.grants = grants
         self.answered = 0
         self.refused = 0
+        #: calls answered, by store method (bench/mesh_nats.py reports them per turn)
+        self.calls: collections.Counter[str] = collections.Counter()
         self._sub: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
         #: digest of a request with a call id -> (its answer, being made or made, and when it was asked)
@@ -190,6 +192,7 @@ class DataService:
                 wire.from_wire(req.get("kwargs", {})),
             )
             self.answered += 1
+            self.calls[f"{req['store']}.{req['method']}"] += 1
             return wire.dumps(result), {wire.KIND: "d"}
         except asyncio.CancelledError:
             raise
