@@ -78,6 +78,20 @@ def nats_msgs(monitor: int) -> int:
         return int(json.load(r)["in_msgs"])
 
 
+#: the steps of a turn, in the order they happen, for the timeline (ms after the user turn, median over turns)
+STEPS = ("route", "thought.start", "reply.start", "memory.done", "reply.end", "thought.end", "turn.settled")
+
+
+def timeline(events: list[dict[str, Any]]) -> dict[str, float]:
+    """When each step of a turn happened, ms after its user turn (median over the turns; ``ts`` is the emitter's clock)."""
+    starts = {e["turn"]: e["ts"] for e in events if e["kind"] == "user.turn"}
+    seen: dict[tuple[str, str], float] = {}
+    for e in events:
+        if e.get("turn") in starts and e["kind"] in STEPS and not e.get("interjection"):
+            seen.setdefault((e["turn"], e["kind"]), (e["ts"] - starts[e["turn"]]) * 1000)
+    return {k: statistics.median(v) for k in STEPS if (v := [ms for (_, kind), ms in seen.items() if kind == k])}
+
+
 async def run_mode(mode: str, base: Path, upstream: int, nats_url: str, turns: int, monitor: int) -> dict[str, Any]:
     from shoal.config import Env, Settings, parse_config
     from shoal.runtime.swarm import Swarm
@@ -140,7 +154,9 @@ async def run_mode(mode: str, base: Path, upstream: int, nats_url: str, turns: i
             out["server_published"] = (host.mesh.published - published0) / turns
             out["nats_msgs"] = (nats_msgs(monitor) - msgs0) / turns
         await asyncio.sleep(0.5)
-        out["events"] = len(await swarm.conversations.events_since(conv.id, 0)) - seq0
+        events = (await swarm.conversations.events_since(conv.id, 0))[seq0:]
+        out["events"] = len(events)
+        out["timeline"] = timeline(events)
         out["memories"] = await swarm.memories.count(user.id)
         if n_workers == 2:
             out["split"] = [len(w.bots) for w in swarm.host.registry.workers.values()]
@@ -175,6 +191,13 @@ async def amain(a: argparse.Namespace) -> None:
     for r in results:
         for f in r["failures"][:5]:
             console.print(f"[red]{f}[/]")
+    steps = Table(title="when each step of a turn happens: ms after the user turn (median)")
+    steps.add_column("mode")
+    for k in STEPS:
+        steps.add_column(k)
+    for r in results:
+        steps.add_row(r["mode"], *(f"{r['timeline'].get(k, float('nan')):.1f}" for k in STEPS))
+    console.print(steps)
     for r in results[1:]:
         per = ", ".join(f"{k} {v:.1f}" for k, v in r["data_calls"].items())
         console.print(f"{r['mode']}: per turn {sum(r['data_calls'].values()):.1f} data-service calls ({per}); "

@@ -184,3 +184,26 @@ async def test_a_call_lost_with_a_nats_server_that_died_is_asked_again_after_the
     rows = await asyncio.wait_for(call, 60)
     assert [r["text"] for r in rows] == ["I am vegan."]
     assert [r["text"] for r in await world.memories.pending(conv.id)] == ["I am vegan."]  # and it ran once
+
+
+async def test_a_thinker_reads_back_only_its_own_thoughts_of_a_granted_conversation(world: World) -> None:
+    # a route delivered again: the thinker asks the store whether it already thought about the turn
+    ana = await world.conversations.ensure_user("ana")
+    bob = await world.conversations.ensure_user("bob")
+    ana_conv = await world.conversations.create_conversation(ana.id)
+    bob_conv = await world.conversations.create_conversation(bob.id)
+    turn = await world.conversations.add_message(ana_conv.id, "user", "What should I cook?", user_id=ana.id)
+    for conv, bot, tid in ((ana_conv.id, "thinker", "t-mine"), (ana_conv.id, "critic", "t-other"), (bob_conv.id, "thinker", "t-bob")):
+        await world.conversations.save_thought(tid, conv, bot=bot, turn_id=turn.id, text="...", status="done", started_at=1.0)
+    world.data.grants.give(ana_conv.id, {ana.id})
+    thinker = world.remote("conversations", "thinker")
+    rows = await thinker.thoughts(ana_conv.id, turn_id=turn.id, bot="thinker")
+    assert [r["id"] for r in rows] == ["t-mine"]
+    with pytest.raises(PermissionDenied, match="only its own thoughts"):  # another bot's, or all of them
+        await thinker.thoughts(ana_conv.id, turn_id=turn.id, bot="critic")
+    with pytest.raises(PermissionDenied):
+        await thinker.thoughts(ana_conv.id, turn_id=turn.id)
+    with pytest.raises(NotFound):  # bob's conversation was not granted
+        await thinker.thoughts(bob_conv.id, turn_id=turn.id, bot="thinker")
+    with pytest.raises(PermissionDenied):  # the memory bot has no business with thoughts
+        await world.remote("conversations", "memory").thoughts(ana_conv.id, bot="memory")

@@ -179,8 +179,8 @@ class ThinkerBot(Bot):
         if not ev.turn:
             return False, None
         live = {t.id for ts in self._live.values() for t in ts}
-        mine = [t for t in await self.ctx.conversations.thoughts(ev.conversation, turn_id=ev.turn)
-                if t["bot"] == self.name and t["id"] not in live]
+        rows = await self.ctx.conversations.thoughts(ev.conversation, turn_id=ev.turn, bot=self.name)
+        mine = [t for t in rows if t["id"] not in live]
         if any(t["status"] == "done" for t in mine):
             return True, None
         left = [t["id"] for t in mine if t["status"] in ("thinking", "error", "cancelled")]

@@ -217,6 +217,8 @@ class DataService:
             bound = inspect.signature(fn).bind(*args, **kwargs)
         except TypeError as exc:
             raise PermissionDenied(f"bad arguments for {store}.{method}: {exc}") from None
+        if method == "thoughts" and bound.arguments.get("bot") != bot:
+            raise PermissionDenied(f"bot '{bot}' may read only its own thoughts (thoughts(..., bot='{bot}'))")
         await self._check(method, bound.arguments)
         return await fn(*bound.args, **bound.kwargs)
 
