@@ -34,6 +34,7 @@ from shoal.runtime.bot import Bot
 from shoal.runtime.messages import (
     Ack,
     ConsentDecision,
+    Control,
     FactsQuery,
     FactsResult,
     MemoryConsent,
@@ -77,6 +78,7 @@ class MemoryBot(Bot):
     role: ClassVar[str] = "memory"
     priority: ClassVar[Priority] = Priority.MEMORY
     subscribes: ClassVar[tuple[str, ...]] = ("conv.*.route", "conv.*.reply")
+    reads: ClassVar[tuple[type[Control], ...]] = (RecallQuery, FactsQuery)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

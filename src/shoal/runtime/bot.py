@@ -59,6 +59,9 @@ class Bot:
     priority: ClassVar[Priority] = Priority.THINKING
     #: subject patterns this bot's inbox receives
     subscribes: ClassVar[tuple[str, ...]] = ()
+    #: control requests that only read the stores: the process holding the database may answer them
+    #: itself when the bot runs in a worker (the mesh on NATS, docs/mesh.md "Reads answered where the data is")
+    reads: ClassVar[tuple[type[Control], ...]] = ()
 
     def __init__(self, config: BotConfig, ctx: BotContext) -> None:
         self.config = config

@@ -26,7 +26,10 @@
   answers each request. Handlers run as tasks, so a slow answer does not
   hold up the next request.
 * ``request`` raises ``NotFound`` at once when nobody serves the subject and
-  ``asyncio.TimeoutError`` after ``timeout`` — like the in-process mesh.
+  ``asyncio.TimeoutError`` after ``timeout`` — like the in-process mesh. A
+  request the host says this process can answer itself (``answer_here``: a
+  bot running here, or a read of a worker's bot from the server's own store)
+  is answered without the round trip.
 
 ``subscribe`` and ``serve`` are synchronous in the ``Mesh`` protocol; the
 subscriptions are made in the background and ``publish``/``request`` wait
@@ -167,6 +170,9 @@ class NatsMesh:
         self.nakked = 0
         #: called with every message this process publishes, before it leaves (the host gives grants)
         self.before_publish: Any = None
+        #: (subject, request) -> a handler of this process that answers it without the hop, or None (set by the host)
+        self.answer_here: Any = None
+        self.answered_here = 0
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> "NatsMesh":
@@ -427,6 +433,9 @@ class NatsMesh:
     async def request(self, subject: str, msg: BaseModel, *, timeout: float) -> BaseModel:
         import nats.errors
 
+        if self.answer_here is not None and (local := self.answer_here(subject, msg)) is not None:
+            self.answered_here += 1
+            return await asyncio.wait_for(local(msg), timeout)  # type: ignore[no-any-return]
         if self._pending:
             await self.ready()
         body, headers = wire.encode(msg)
