@@ -111,9 +111,13 @@ def start_upstream(port: int, tokens: int, timeout: float = 30) -> subprocess.Po
     raise SystemExit("the upstream stub (bench/upstream.py) did not start")
 
 
-def start_nats(store: Path, port: int, timeout: float = 20) -> subprocess.Popen[bytes]:
-    """nats-server with JetStream storing in ``store``, on loopback ``port``, once it listens."""
-    proc = subprocess.Popen([NATS, "-js", "-sd", str(store), "-p", str(port), "-a", "127.0.0.1"],
+def start_nats(store: Path, port: int, timeout: float = 20, *, monitor: int = 0) -> subprocess.Popen[bytes]:
+    """nats-server with JetStream storing in ``store``, on loopback ``port``, once it listens.
+
+    ``monitor``: also serve the monitoring endpoint (``/varz`` counts every message) on that port.
+    """
+    extra = ["-m", str(monitor)] if monitor else []
+    proc = subprocess.Popen([NATS, "-js", "-sd", str(store), "-p", str(port), "-a", "127.0.0.1", *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port, timeout)

@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import json
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +72,27 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, max(0, round(p / 100 * (len(values) - 1))))]
 
 
-async def run_mode(mode: str, base: Path, upstream: int, nats_url: str, turns: int) -> dict[str, Any]:
+def nats_msgs(monitor: int) -> int:
+    """Messages every client has sent the NATS server so far (its /varz: publishes, requests, replies, acks)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{monitor}/varz", timeout=5) as r:
+        return int(json.load(r)["in_msgs"])
+
+
+#: the steps of a turn, in the order they happen, for the timeline (ms after the user turn, median over turns)
+STEPS = ("route", "thought.start", "reply.start", "memory.done", "reply.end", "thought.end", "turn.settled")
+
+
+def timeline(events: list[dict[str, Any]]) -> dict[str, float]:
+    """When each step of a turn happened, ms after its user turn (median over the turns; ``ts`` is the emitter's clock)."""
+    starts = {e["turn"]: e["ts"] for e in events if e["kind"] == "user.turn"}
+    seen: dict[tuple[str, str], float] = {}
+    for e in events:
+        if e.get("turn") in starts and e["kind"] in STEPS and not e.get("interjection"):
+            seen.setdefault((e["turn"], e["kind"]), (e["ts"] - starts[e["turn"]]) * 1000)
+    return {k: statistics.median(v) for k in STEPS if (v := [ms for (_, kind), ms in seen.items() if kind == k])}
+
+
+async def run_mode(mode: str, base: Path, upstream: int, nats_url: str, turns: int, monitor: int) -> dict[str, Any]:
     from shoal.config import Env, Settings, parse_config
     from shoal.runtime.swarm import Swarm
 
@@ -103,6 +126,10 @@ async def run_mode(mode: str, base: Path, upstream: int, nats_url: str, turns: i
         for _ in range(3):  # warm every path
             await swarm.run_turn(conv.id, user.id, "Hello there.", timeout=60)
         seq0 = len(await swarm.conversations.events_since(conv.id, 0))
+        host = getattr(swarm, "host", None)
+        calls0 = collections.Counter(host.data.calls) if host else collections.Counter()
+        published0 = host.mesh.published if host else 0
+        msgs0 = nats_msgs(monitor) if host else 0
         t0 = time.monotonic()
         with Progress(TextColumn(f"{mode:9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
             task = bar.add_task(mode, total=turns)
@@ -120,8 +147,16 @@ async def run_mode(mode: str, base: Path, upstream: int, nats_url: str, turns: i
                     out["failures"].append(f"{mode} turn {i}: {', '.join(bad)}")
                 bar.advance(task)
         out["seconds"] = time.monotonic() - t0
+        if host:  # round trips and messages per turn: robust where latency is not (a busy machine)
+            calls = collections.Counter(host.data.calls)
+            calls.subtract(calls0)
+            out["data_calls"] = {k: v / turns for k, v in sorted(calls.items()) if v}
+            out["server_published"] = (host.mesh.published - published0) / turns
+            out["nats_msgs"] = (nats_msgs(monitor) - msgs0) / turns
         await asyncio.sleep(0.5)
-        out["events"] = len(await swarm.conversations.events_since(conv.id, 0)) - seq0
+        events = (await swarm.conversations.events_since(conv.id, 0))[seq0:]
+        out["events"] = len(events)
+        out["timeline"] = timeline(events)
         out["memories"] = await swarm.memories.count(user.id)
         if n_workers == 2:
             out["split"] = [len(w.bots) for w in swarm.host.registry.workers.values()]
@@ -131,15 +166,15 @@ async def run_mode(mode: str, base: Path, upstream: int, nats_url: str, turns: i
 
 async def amain(a: argparse.Namespace) -> None:
     base = Path(tempfile.mkdtemp(prefix="shoal-mesh-bench-"))
-    up_port, nats_port = free_port(), free_port()
+    up_port, nats_port, monitor = free_port(), free_port(), free_port()
     procs: list[subprocess.Popen[bytes]] = []
     try:
         procs.append(start_upstream(up_port, a.tokens))
-        procs.append(start_nats(base / "nats", nats_port))
+        procs.append(start_nats(base / "nats", nats_port, monitor=monitor))
         url = f"nats://127.0.0.1:{nats_port}"
         # the first swarm of a process pays for warming torch and the embedder: an unmeasured round first
-        await run_mode("inprocess", base / "warm-up", up_port, url, max(3, a.turns // 3))
-        results = [await run_mode(m, base, up_port, url, a.turns) for m in a.modes.split(",")]
+        await run_mode("inprocess", base / "warm-up", up_port, url, max(3, a.turns // 3), monitor)
+        results = [await run_mode(m, base, up_port, url, a.turns, monitor) for m in a.modes.split(",")]
         results.sort(key=lambda r: ["inprocess", "nats1", "nats2"].index(r["mode"]))
     finally:
         stop(procs[::-1], timeout=10)
@@ -156,6 +191,17 @@ async def amain(a: argparse.Namespace) -> None:
     for r in results:
         for f in r["failures"][:5]:
             console.print(f"[red]{f}[/]")
+    steps = Table(title="when each step of a turn happens: ms after the user turn (median)")
+    steps.add_column("mode")
+    for k in STEPS:
+        steps.add_column(k)
+    for r in results:
+        steps.add_row(r["mode"], *(f"{r['timeline'].get(k, float('nan')):.1f}" for k in STEPS))
+    console.print(steps)
+    for r in results[1:]:
+        per = ", ".join(f"{k} {v:.1f}" for k, v in r["data_calls"].items())
+        console.print(f"{r['mode']}: per turn {sum(r['data_calls'].values()):.1f} data-service calls ({per}); "
+                      f"{r['server_published']:.1f} messages published by the server; {r['nats_msgs']:.1f} NATS messages in all")
     base_p50 = pct(results[0]["turn_ms"], 50)
     figures = {
         "turns": a.turns,
@@ -167,6 +213,9 @@ async def amain(a: argparse.Namespace) -> None:
         "inprocess_events_per_s": round(results[0]["events"] / results[0]["seconds"], 1),
         "nats_events_per_s": round(results[1]["events"] / results[1]["seconds"], 1),
         "nats2_events_per_s": round(results[2]["events"] / results[2]["seconds"], 1),
+        "nats_data_calls_per_turn": round(sum(results[1]["data_calls"].values()), 1),
+        "nats_msgs_per_turn": round(results[1]["nats_msgs"], 1),
+        "nats2_msgs_per_turn": round(results[2]["nats_msgs"], 1),
         "errors": sum(r["errors"] for r in results),
     }
     print(" ".join(f"{k}: {v}" for k, v in figures.items()))

@@ -204,3 +204,56 @@ async def test_a_nats_restart_loses_no_route_and_doubles_none(tmp_path) -> None:
         await a.close()
         await b.close()
         server.stop()
+
+
+# -- acknowledged when handled (docs/mesh.md) ---------------------------------------------------
+async def _consumer(mesh: NatsMesh, name: str):  # type: ignore[no-untyped-def]
+    return await mesh.js.consumer_info(mesh.config.stream, name)
+
+
+async def test_a_durable_message_is_acknowledged_when_handled_and_comes_again_if_its_process_dies(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    server = NatsServer(tmp_path / "nats").start()
+    cfg = MeshConfig(kind="nats", url=server.url, ack_wait=2)
+    a, b, c = [await NatsMesh(cfg, name=n).start() for n in "abc"]  # a publishes; b takes it and dies; c is next
+    try:
+        await a.ensure_consumer("thinker", "conv.*.route")
+        inbox_b = Inbox(10, name="bot.thinker")
+        b.subscribe("conv.*.route", inbox_b)
+        await b.ready()
+        ev = Route(conversation="c", turn="t1", targets=["thinker"], bot="primary", bot_seq=1)
+        await a.publish(ev.subject, ev)
+        _, msg, receipt = await asyncio.wait_for(inbox_b.get(), 10)
+        assert msg.turn == "t1" and not receipt.redelivered
+        receipt.hold()  # a thought about it runs
+        receipt.release()  # the handler returned; the thought still holds the receipt
+        # while it is handled (longer than ack_wait) it is reported in progress, not delivered again
+        await asyncio.sleep(5)
+        info = await _consumer(a, "thinker-route")
+        assert info.num_ack_pending == 1 and info.num_redelivered == 0 and inbox_b.pending == 0
+        # b dies (kill -9: no ack, no nak); c comes up and gets the route once ack_wait is over
+        b._progress.cancel()  # type: ignore[union-attr]
+        await b.nc.close()
+        inbox_c = Inbox(10, name="bot.thinker")
+        c.subscribe("conv.*.route", inbox_c)
+        await c.ready()
+        _, again, receipt_c = await asyncio.wait_for(inbox_c.get(), 20)
+        assert again.turn == "t1" and receipt_c.redelivered  # the thinker looks in the store first
+        receipt_c.release()  # handled: acknowledged
+        for _ in range(100):
+            info = await _consumer(a, "thinker-route")
+            if info.num_ack_pending == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert info.num_ack_pending == 0 and c.acked == 1
+        # a message handed back (its work cancelled by a shutdown) goes to another instance at once
+        ev2 = Route(conversation="c", turn="t2", targets=["thinker"], bot="primary", bot_seq=2)
+        await a.publish(ev2.subject, ev2)
+        _, msg2, receipt2 = await asyncio.wait_for(inbox_c.get(), 10)
+        receipt2.release(ok=False)
+        _, msg3, receipt3 = await asyncio.wait_for(inbox_c.get(), 10)  # the NAK redelivers without ack_wait
+        assert msg2.turn == msg3.turn == "t2" and receipt3.redelivered and c.nakked == 1
+        receipt3.release()
+    finally:
+        for m in (a, c):
+            await m.close()
+        server.stop()

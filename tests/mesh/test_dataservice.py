@@ -19,7 +19,7 @@ from shoal.runtime import nats_wire as wire
 from shoal.runtime.dataservice import ROLE_METHODS, SUBJECT, DataService, Grants, RemoteStore
 from shoal.runtime.mesh_config import MeshConfig
 from shoal.runtime.nats_mesh import connect
-from shoal.store.conversations import ConversationStore
+from shoal.store.conversations import Conversation, ConversationStore, User
 from shoal.store.db import Database
 
 from .conftest import MESH_CONFIG, NatsServer
@@ -99,11 +99,15 @@ async def test_redelivered_memory_writes_store_nothing_twice(world: World) -> No
     assert await world.memories.count(ana.id) == 2
 
 
-async def test_a_worker_cannot_read_another_users_data(world: World) -> None:
+async def two_people(world: World) -> tuple[User, Conversation, User, Conversation]:
+    """ana and bob, a conversation each (nothing granted yet)."""
     ana = await world.conversations.ensure_user("ana")
     bob = await world.conversations.ensure_user("bob")
-    ana_conv = await world.conversations.create_conversation(ana.id)
-    bob_conv = await world.conversations.create_conversation(bob.id)
+    return ana, await world.conversations.create_conversation(ana.id), bob, await world.conversations.create_conversation(bob.id)
+
+
+async def test_a_worker_cannot_read_another_users_data(world: World) -> None:
+    ana, ana_conv, bob, bob_conv = await two_people(world)
     bob_msg = await world.conversations.add_message(bob_conv.id, "user", "My secret is 42.", user_id=bob.id)
     await world.memories.add(bob.id, "fact", "My secret is 42.", attribute="other", value="42", sources=[bob_msg.id])
     world.data.grants.give(ana_conv.id, {ana.id})  # ana's turn: only ana's conversation is granted
@@ -184,3 +188,23 @@ async def test_a_call_lost_with_a_nats_server_that_died_is_asked_again_after_the
     rows = await asyncio.wait_for(call, 60)
     assert [r["text"] for r in rows] == ["I am vegan."]
     assert [r["text"] for r in await world.memories.pending(conv.id)] == ["I am vegan."]  # and it ran once
+
+
+async def test_a_thinker_reads_back_only_its_own_thoughts_of_a_granted_conversation(world: World) -> None:
+    # a route delivered again: the thinker asks the store whether it already thought about the turn
+    ana, ana_conv, _, bob_conv = await two_people(world)
+    turn = await world.conversations.add_message(ana_conv.id, "user", "What should I cook?", user_id=ana.id)
+    for conv, bot, tid in ((ana_conv.id, "thinker", "t-mine"), (ana_conv.id, "critic", "t-other"), (bob_conv.id, "thinker", "t-bob")):
+        await world.conversations.save_thought(tid, conv, bot=bot, turn_id=turn.id, text="...", status="done", started_at=1.0)
+    world.data.grants.give(ana_conv.id, {ana.id})
+    thinker = world.remote("conversations", "thinker")
+    rows = await thinker.thoughts(ana_conv.id, turn_id=turn.id, bot="thinker")
+    assert [r["id"] for r in rows] == ["t-mine"]
+    with pytest.raises(PermissionDenied, match="only its own thoughts"):  # another bot's, or all of them
+        await thinker.thoughts(ana_conv.id, turn_id=turn.id, bot="critic")
+    with pytest.raises(PermissionDenied):
+        await thinker.thoughts(ana_conv.id, turn_id=turn.id)
+    with pytest.raises(NotFound):  # bob's conversation was not granted
+        await thinker.thoughts(bob_conv.id, turn_id=turn.id, bot="thinker")
+    with pytest.raises(PermissionDenied):  # the memory bot has no business with thoughts
+        await world.remote("conversations", "memory").thoughts(ana_conv.id, bot="memory")

@@ -6,6 +6,8 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from shoal.config import parse_config
 from shoal.runtime.messages import PROTOCOL_VERSION
 from shoal.runtime.swarm import Swarm
@@ -52,3 +54,44 @@ async def test_the_server_runs_a_remote_bot_itself_while_no_worker_has_it(tmp_pa
         await worker.stop()  # it leaves: the fallback takes over again at once
         await wait(lambda: "thinker" in swarm.bots, timeout=5)
         assert swarm.host.placement("thinker")["fallback"] is True
+
+
+async def test_reads_of_a_workers_memory_bot_are_answered_from_the_servers_store_and_stay_per_user(
+    tmp_path: Path, nats: NatsServer
+) -> None:
+    # the memory bot runs in workers (none here): its recall and facts, asked by the server's conversation
+    # bot, are answered in the server by the same code, without the two hops; its writes are not
+    from shoal.errors import NotFound
+    from shoal.runtime.messages import ConsentDecision, FactsQuery, FactsResult, RecallQuery, RecallResult
+
+    env = mesh_env(tmp_path / "server", mesh_toml(nats.url))
+    async with Swarm(env) as swarm:
+        assert "memory" not in swarm.bots
+        ana = await swarm.conversations.ensure_user("ana")
+        bob = await swarm.conversations.ensure_user("bob")
+        ana_conv = await swarm.conversations.create_conversation(ana.id)
+        bob_conv = await swarm.conversations.create_conversation(bob.id)
+        for user, conv, city in ((ana, ana_conv, "York"), (bob, bob_conv, "Leeds")):
+            msg = await swarm.conversations.add_message(conv.id, "user", f"I live in {city}.", user_id=user.id)
+            await swarm.memories.add(user.id, "fact", f"I live in {city}.", attribute="location", value=city, sources=[msg.id],
+                                     conversation_id=conv.id)
+        mesh = swarm.host.mesh
+        calls = swarm.host.data.answered
+        recall = await mesh.request(
+            "bot.memory.control", RecallQuery(user_id=ana.id, conversation=ana_conv.id, text="where do I live", bot="conversation"),
+            timeout=30,
+        )
+        facts = await mesh.request(
+            "bot.memory.control", FactsQuery(user_id=ana.id, conversation=ana_conv.id, bot="conversation"), timeout=30
+        )
+        assert isinstance(recall, RecallResult) and isinstance(facts, FactsResult)
+        assert "York" in {m.value for m in recall.items} and "Leeds" not in {m.value for m in recall.items}
+        assert [m.value for m in facts.items] == ["York"]  # ana's, never bob's
+        bobs = await mesh.request("bot.memory.control", FactsQuery(user_id=bob.id, conversation=bob_conv.id, bot="conversation"),
+                                  timeout=30)
+        assert [m.value for m in bobs.items] == ["Leeds"]  # type: ignore[attr-defined]
+        assert mesh.answered_here == 3 and swarm.host.data.answered == calls  # here: no data-service call, no hop
+        with pytest.raises(NotFound, match="nobody answers"):  # a write is the worker's: none runs one
+            await mesh.request("bot.memory.control", ConsentDecision(conversation=ana_conv.id, pending_ids=["x"], approved=True),
+                               timeout=5)
+        assert mesh.answered_here == 3

@@ -13,14 +13,7 @@ from shoal.runtime.messages import ThoughtStart, TurnSettled
 from shoal.runtime.swarm import Swarm
 
 from .conftest import NatsServer, WorkerProcess, mesh_env, mesh_toml
-from .test_worker import BOB, wait_alive
-
-
-async def until(predicate, what: str, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        await asyncio.sleep(0.05)
+from .test_worker import BOB, until, wait_alive
 
 
 @pytest.mark.timeout(900)  # four real turns over two processes and a restart; slow only on a loaded machine

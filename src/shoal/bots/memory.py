@@ -21,9 +21,11 @@ waiting for extraction.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 import re
-from typing import Any, ClassVar
+from typing import Any, AsyncIterator, ClassVar
 
 from shoal.errors import NotFound, ShoalError
 from shoal.memory.pipeline import ModelExtractor, ingest
@@ -32,6 +34,7 @@ from shoal.runtime.bot import Bot
 from shoal.runtime.messages import (
     Ack,
     ConsentDecision,
+    Control,
     FactsQuery,
     FactsResult,
     MemoryConsent,
@@ -45,12 +48,15 @@ from shoal.runtime.messages import (
     ReplyEnd,
     Route,
 )
+from shoal.store.conversations import Conversation, Message
 from shoal.types import ChatMessage, Priority
 
 log = logging.getLogger(__name__)
 
 #: a recalled fact "bears on" a turn when it shares a content word or is this similar
 BEARING_SIMILARITY = 0.55
+#: conversations the memory bot keeps (id, owner, room) between turns
+CONVERSATIONS_KEPT = 1024
 
 
 def item(m: Memory, supersedes: str | None = None) -> MemoryItem:
@@ -72,12 +78,16 @@ class MemoryBot(Bot):
     role: ClassVar[str] = "memory"
     priority: ClassVar[Priority] = Priority.MEMORY
     subscribes: ClassVar[tuple[str, ...]] = ("conv.*.route", "conv.*.reply")
+    reads: ClassVar[tuple[type[Control], ...]] = (RecallQuery, FactsQuery)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # one turn at a time per user: a later "I moved to York" must supersede
         # an earlier "I live in Leeds", not race it; different users run in parallel
         self._serial: dict[str, asyncio.Lock] = {}
+        #: conversations seen lately: only what never changes is used (id, owner, whether it is a room),
+        #: so a turn over the mesh costs no round trip to the data service for it
+        self._convs: collections.OrderedDict[str, Conversation] = collections.OrderedDict()
         self.reconfigured()
 
     def reconfigured(self) -> None:
@@ -109,10 +119,24 @@ class MemoryBot(Bot):
             return "bot"
         return None
 
+    async def _conversation(self, conversation: str) -> "Conversation":
+        """The conversation (its id, owner and room never change: kept for the next turn)."""
+        conv = self._convs.get(conversation)
+        if conv is None:
+            conv = await self.ctx.conversations.get_conversation(conversation)
+            self._convs[conversation] = conv
+            if len(self._convs) > CONVERSATIONS_KEPT:
+                self._convs.popitem(last=False)
+        else:
+            self._convs.move_to_end(conversation)
+        return conv
+
     # -- handlers -----------------------------------------------------------------
     async def on_route(self, ev: Route) -> None:
         if self.name in ev.targets and ev.turn:
-            self.tasks.spawn(self._ingest(ev), name=f"ingest:{ev.turn}")
+            # acknowledged when ingested; delivered again (its worker died) it is ingested again, and the
+            # store keeps each note and fact once (same content: sources merged, MemoryStore._insert)
+            self.tasks.spawn(self._ingest(ev), name=f"ingest:{ev.turn}", receipt=self.held())
 
     async def on_reply_end(self, ev: ReplyEnd) -> None:
         # a reply is noted only where memory needs no consent: it may repeat what the person said
@@ -121,7 +145,7 @@ class MemoryBot(Bot):
         self.tasks.spawn(self._note_reply(ev), name=f"note:{ev.message_id}")
 
     async def _note_reply(self, ev: ReplyEnd) -> None:
-        conv = await self.ctx.conversations.get_conversation(ev.conversation)
+        conv = await self._conversation(ev.conversation)
         if conv.room:
             return  # a room's replies belong to everyone in it: no one person's memory
         # the same per-user lock as ingestion: notes are written in message order,
@@ -129,13 +153,15 @@ class MemoryBot(Bot):
         async with self._serial.setdefault(conv.user_id, asyncio.Lock()):
             # the reply as stored now, not as it was sent: a forget or a delete since then wins
             try:
-                stored = await self.ctx.conversations.get_message(ev.message_id)
+                stored, previous = await asyncio.gather(
+                    self.ctx.conversations.get_message(ev.message_id),
+                    self.ctx.memories.latest_raw(conv.user_id, ev.conversation),
+                )
             except NotFound:
                 return
             text = stored.content
             if not text or stored.status == "replaced":  # the person asked for it again: not something shoal said
                 return
-            previous = await self.ctx.memories.latest_raw(conv.user_id, ev.conversation)
             # embedding takes a while: the note is written only if the reply still reads
             # the same when it is stored (checked in the write's own transaction)
             await self.ctx.memories.add_many(
@@ -206,7 +232,7 @@ class MemoryBot(Bot):
         if not conversation:
             return None
         try:
-            conv = await self.ctx.conversations.get_conversation(conversation)
+            conv = await self._conversation(conversation)
         except ShoalError:
             return None
         return conv.id if conv.room else None
@@ -222,26 +248,46 @@ class MemoryBot(Bot):
         return Ack(detail=f"{len(stored)} stored")
 
     # -- ingestion ------------------------------------------------------------------
-    async def _ingest(self, ev: Route) -> None:
-        assert ev.turn is not None
+    @contextlib.asynccontextmanager
+    async def _turn(self, conversation: str, message_id: str) -> AsyncIterator[tuple[Conversation, Message, str, Memory | None]]:
+        """(conversation, message, whose it is, their latest note), under that person's lock.
+
+        A fact belongs to the person who said it (in a room, one of several people). Outside a room that
+        is the owner, known before the message is read: the message and the note before it are read at
+        once (over the mesh: one round trip), in the owner's turn order.
+        """
         store = self.ctx.conversations
-        conv = await store.get_conversation(ev.conversation)
-        scope = self.write_scope
-        if scope is None:
-            await self.emit(MemoryDone(conversation=conv.id, turn=ev.turn))
-            return
-        cfg = self.ctx.config.memory
-        msg = await store.get_message(ev.turn)
-        # a fact belongs to the person who said it (in a room, one of several people)
+        conv = await self._conversation(conversation)
+        msg: Message | None = None
+        if not conv.room:
+            async with self._serial.setdefault(conv.user_id, asyncio.Lock()):
+                msg, previous = await asyncio.gather(
+                    store.get_message(message_id), self.ctx.memories.latest_raw(conv.user_id, conv.id)
+                )
+                if (msg.user_id or conv.user_id) == conv.user_id:
+                    yield conv, msg, conv.user_id, previous
+                    return
+        if msg is None:
+            msg = await store.get_message(message_id)
         user_id = msg.user_id or conv.user_id
         async with self._serial.setdefault(user_id, asyncio.Lock()):
+            yield conv, msg, user_id, await self.ctx.memories.latest_raw(user_id, conv.id)
+
+    async def _ingest(self, ev: Route) -> None:
+        assert ev.turn is not None
+        scope = self.write_scope
+        if scope is None:
+            await self.emit(MemoryDone(conversation=ev.conversation, turn=ev.turn))
+            return
+        cfg = self.ctx.config.memory
+        async with self._turn(ev.conversation, ev.turn) as (conv, msg, user_id, previous):
             result = await ingest(
                 self.ctx.memories,
                 user_id=user_id,
                 conversation_id=conv.id,
                 message_id=msg.id,
                 text=msg.content,
-                previous=await self.ctx.memories.latest_raw(user_id, conv.id),
+                previous=previous,
                 extractor=self.extractor if cfg.extract_with_model and self.extractor.backend else None,
                 consent=cfg.consent,
                 bot=self.name if scope == "bot" else None,

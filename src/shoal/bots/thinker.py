@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 
 from shoal.errors import GenerationCancelled, ShoalError
 from shoal.runtime.bot import Bot
+from shoal.runtime.mesh import Receipt, current_receipt
 from shoal.runtime.messages import (
     Ack,
     CancelThought,
@@ -94,7 +95,7 @@ class ThinkerBot(Bot):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._live: dict[str, list[Thought]] = {}  # conversation -> running thoughts, oldest first
-        self._queued: dict[str, deque[Route]] = {}
+        self._queued: dict[str, deque[tuple[Route, Receipt | None]]] = {}
         self._last: dict[str, Thought] = {}
 
     # -- state ------------------------------------------------------------------
@@ -133,23 +134,30 @@ class ThinkerBot(Bot):
     async def on_route(self, ev: Route) -> None:
         if self.name not in ev.targets:
             return
+        receipt = current_receipt.get()
+        orphan: str | None = None
+        if receipt is not None and receipt.redelivered:
+            done, orphan = await self._earlier_thought(ev)
+            if done:
+                return  # another instance (a worker that died before acknowledging) finished it
         conv = ev.conversation
         running = self._live.setdefault(conv, [])
         queue = self._queued.setdefault(conv, deque())
         policy = self.config.interrupt
         reason = ev.reasons.get(self.name, "")
+        held = self.held()  # the route is acknowledged when its thought ends
         if not running and not queue:
-            self._start(ev, reason)
+            self._start(ev, reason, receipt=held, thought_id=orphan)
         elif policy == "queue":
-            queue.append(ev)
+            queue.append((ev, held))
             await self.emit(ThoughtQueued(conversation=conv, turn=ev.turn, position=len(queue)))
         elif policy == "terminate":
             stale = list(running)
             for t in stale:
                 t.stop_status = "cancelled"
-            self._start(ev, reason).replaces = [(t, "a newer turn arrived") for t in stale]
+            self._start(ev, reason, receipt=held, thought_id=orphan).replaces = [(t, "a newer turn arrived") for t in stale]
         elif policy == "spawn":
-            new = self._start(ev, reason)
+            new = self._start(ev, reason, receipt=held, thought_id=orphan)
             while len(running) > self.config.max_thoughts:
                 oldest = running.pop(0)
                 oldest.stop_status = "culled"
@@ -162,13 +170,32 @@ class ThinkerBot(Bot):
             running.clear()
             partial = "\n".join(t.text.strip() for t in folded if t.text.strip())
             turns = [x for t in folded for x in (t.turns or [t.turn]) if x]
-            self._start(ev, reason, merged_from=[t.id for t in folded], partial=partial, turns=turns)
+            self._start(ev, reason, merged_from=[t.id for t in folded], partial=partial, turns=turns, receipt=held, thought_id=orphan)
+
+    async def _earlier_thought(self, ev: Route) -> tuple[bool, str | None]:
+        """A route delivered again: did an instance of this thinker finish its thought, or leave one unfinished?
+
+        The store answers (it survives the worker that died): (True, None) when a thought about the turn
+        is done; else (False, id) of the one a dead or stopped instance left (thinking, cancelled by its
+        shutdown, or ended as an error when the server saw it die), which the new thought takes over —
+        the turn keeps one thought in the store.
+        """
+        if not ev.turn:
+            return False, None
+        live = {t.id for ts in self._live.values() for t in ts}
+        rows = await self.ctx.conversations.thoughts(ev.conversation, turn_id=ev.turn, bot=self.name)
+        mine = [t for t in rows if t["id"] not in live]
+        if any(t["status"] == "done" for t in mine):
+            return True, None
+        left = [t["id"] for t in mine if t["status"] in ("thinking", "error", "cancelled")]
+        return False, (left[-1] if left else None)
 
     def _start(
-        self, ev: Route, reason: str, *, merged_from: list[str] | None = None, partial: str = "", turns: list[str] | None = None
+        self, ev: Route, reason: str, *, merged_from: list[str] | None = None, partial: str = "", turns: list[str] | None = None,
+        receipt: Receipt | None = None, thought_id: str | None = None,
     ) -> Thought:
         thought = Thought(
-            id=new_id(),
+            id=thought_id or new_id(),
             conversation=ev.conversation,
             turn=ev.turn,
             reason=reason,
@@ -177,7 +204,8 @@ class ThinkerBot(Bot):
             turns=[*(turns or []), *([ev.turn] if ev.turn else [])],
         )
         self._live.setdefault(ev.conversation, []).append(thought)
-        thought.task = self.tasks.spawn(self._think(thought), name=f"think:{thought.id}")
+        # the route is acknowledged when the thought ends (a worker killed mid-thought never does: it comes again)
+        thought.task = self.tasks.spawn(self._think(thought), name=f"think:{thought.id}", receipt=receipt)
         return thought
 
     async def on_scrub(self, msg: Scrub) -> Ack:
@@ -214,7 +242,7 @@ class ThinkerBot(Bot):
                     continue
                 dropped = list(queue)
                 queue.clear()
-                for route in dropped:
+                for route, receipt in dropped:
                     # the primary waits for this thinker on that turn: tell it the thought will not come
                     tid = new_id()
                     start = ThoughtStart(
@@ -223,6 +251,8 @@ class ThinkerBot(Bot):
                     )
                     await self.emit(start)
                     await self.emit(ThoughtEnd(conversation=conv, turn=route.turn, thought_id=tid, text="", status="cancelled"))
+                    if receipt is not None:
+                        receipt.release()
                 n += len(dropped)
         return Ack(ok=n > 0, detail=f"cancelled {n} thought(s)", count=n)
 
@@ -230,9 +260,16 @@ class ThinkerBot(Bot):
     async def _think(self, thought: Thought) -> None:
         conv = thought.conversation
         store = self.ctx.conversations
-        await store.save_thought(
-            thought.id, conv, bot=self.name, turn_id=thought.turn, text="", status="thinking", started_at=thought.started
-        )
+        # the history is read while the thought's row is written (over the mesh: one round trip, not two)
+        reading = asyncio.ensure_future(store.history(conv, limit=max(1, self.config.history)))
+        try:
+            await store.save_thought(
+                thought.id, conv, bot=self.name, turn_id=thought.turn, text="", status="thinking", started_at=thought.started
+            )
+        except BaseException:
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
+            raise
         await self.emit(
             ThoughtStart(
                 conversation=conv,
@@ -248,7 +285,7 @@ class ThinkerBot(Bot):
             old.cancel.cancel(why)
         status, error = "done", None
         try:
-            history = await store.history(conv, limit=max(1, self.config.history))
+            history = await reading
             if (solved := await self.solver_for(history)) is not None:
                 thought.parts.append(solved)
                 await self.emit(ThoughtDelta(conversation=conv, turn=thought.turn, thought_id=thought.id, text=solved))
@@ -356,8 +393,8 @@ class ThinkerBot(Bot):
         )
         queue = self._queued.get(conv)
         if queue and not running and self._consumer is not None:
-            nxt = queue.popleft()
-            self._start(nxt, nxt.reasons.get(self.name, ""))
+            nxt, receipt = queue.popleft()
+            self._start(nxt, nxt.reasons.get(self.name, ""), receipt=receipt)
 
     async def solver_for(self, history: list[Any]) -> str | None:
         """Hook: a thought worked out by a solver instead of the chat model (a µLM by search), or None.

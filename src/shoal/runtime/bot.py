@@ -4,6 +4,10 @@ A message of type ``UserTurn`` is handled by ``on_user_turn``; messages with
 no handler are ignored. Handlers must be quick: long work (a reply, a
 thought) is spawned as a task the bot owns, so the inbox keeps moving and
 control messages (cancel, status) are answered at once.
+
+A message from a durable subject on NATS comes with a ``Receipt``: it is
+acknowledged when the handler has returned and the work spawned with
+``self.held()`` is done (docs/mesh.md, "Acknowledged when handled").
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from shoal.config import BotConfig, ShoalConfig
 from shoal.errors import NotFound
 from shoal.runtime.inbox import Inbox
 from shoal.runtime.messages import BotError, Control, Event, handler_name
-from shoal.runtime.mesh import Delivery, Mesh
+from shoal.runtime.mesh import Delivery, Mesh, Receipt, current_receipt
 from shoal.runtime.tasks import TaskOwner
 from shoal.types import ChatMessage, Chunk, Completion, GenerateRequest, Priority, SamplingParams
 
@@ -55,6 +59,9 @@ class Bot:
     priority: ClassVar[Priority] = Priority.THINKING
     #: subject patterns this bot's inbox receives
     subscribes: ClassVar[tuple[str, ...]] = ()
+    #: control requests that only read the stores: the process holding the database may answer them
+    #: itself when the bot runs in a worker (the mesh on NATS, docs/mesh.md "Reads answered where the data is")
+    reads: ClassVar[tuple[type[Control], ...]] = ()
 
     def __init__(self, config: BotConfig, ctx: BotContext) -> None:
         self.config = config
@@ -68,6 +75,8 @@ class Bot:
         self._consumer: asyncio.Task[None] | None = None
         self._seq = itertools.count(1)
         self.errors = 0
+        #: receipts of delivered messages not settled yet (handed back if the bot stops first)
+        self._receipts: set[Receipt] = set()
 
     # -- lifecycle ----------------------------------------------------------
     async def start(self) -> None:
@@ -86,6 +95,13 @@ class Bot:
             self._consumer.cancel()
             await asyncio.gather(self._consumer, return_exceptions=True)
         await self.tasks.close()
+        # what was never handled (still queued, or work cancelled): back to the mesh for another instance
+        while (item := self.inbox.get_nowait()) is not None:
+            if len(item) > 2:
+                self._receipts.add(item[2])  # type: ignore[misc]
+        for receipt in list(self._receipts):
+            receipt.release(ok=False)
+        self._receipts.clear()
 
     def handles(self, msg: BaseModel) -> bool:
         """Only messages with a handler are queued."""
@@ -93,19 +109,40 @@ class Bot:
 
     async def _consume(self) -> None:
         while True:
-            _subject, msg = await self.inbox.get()
-            handler = getattr(self, handler_name(msg), None)
-            if handler is None:
-                continue
+            item = await self.inbox.get()
+            msg = item[1]
+            receipt: Receipt | None = item[2] if len(item) > 2 else None  # type: ignore[misc]
+            if receipt is not None:
+                self._receipts.add(receipt)
+            token = current_receipt.set(receipt)
             try:
-                await handler(msg)
+                handler = getattr(self, handler_name(msg), None)
+                if handler is not None:
+                    await handler(msg)
             except asyncio.CancelledError:
+                if receipt is not None:
+                    receipt.release(ok=False)
                 raise
             except Exception as exc:  # a handler bug must not kill the bot
                 self.errors += 1
                 log.exception("bot %s failed handling %s", self.name, type(msg).__name__)
                 if isinstance(msg, Event):
                     await self.emit(BotError(conversation=msg.conversation, turn=msg.turn, error=str(exc)))
+            finally:
+                current_receipt.reset(token)
+                if receipt is not None:
+                    receipt.release()  # the handler's hold; work it spawned with held() holds its own
+                    if len(self._receipts) > 64:
+                        self._receipts = {r for r in self._receipts if not r.settled}
+
+    def held(self) -> Receipt | None:
+        """The receipt of the message being handled, held once more for work that outlives the handler.
+
+        Pass it to ``self.tasks.spawn(..., receipt=)`` (released when the task ends) or release it
+        yourself; the message is acknowledged only when every hold is released. None in-process.
+        """
+        receipt = current_receipt.get()
+        return receipt.hold() if receipt is not None else None
 
     async def _control(self, msg: Control) -> BaseModel:
         handler = getattr(self, handler_name(msg), None)

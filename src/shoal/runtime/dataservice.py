@@ -53,7 +53,7 @@ WATCH = 0.2
 #: against the stores' signatures)
 ROLE_METHODS: dict[str, dict[str, frozenset[str]]] = {
     "thinker": {
-        "conversations": frozenset({"history", "save_thought", "get_conversation"}),
+        "conversations": frozenset({"history", "save_thought", "get_conversation", "thoughts"}),
         "memories": frozenset(),
     },
     "memory": {
@@ -119,6 +119,8 @@ class DataService:
         self.grants = grants
         self.answered = 0
         self.refused = 0
+        #: calls answered, by store method (bench/mesh_nats.py reports them per turn)
+        self.calls: collections.Counter[str] = collections.Counter()
         self._sub: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
         #: digest of a request with a call id -> (its answer, being made or made, and when it was asked)
@@ -190,6 +192,7 @@ class DataService:
                 wire.from_wire(req.get("kwargs", {})),
             )
             self.answered += 1
+            self.calls[f"{req['store']}.{req['method']}"] += 1
             return wire.dumps(result), {wire.KIND: "d"}
         except asyncio.CancelledError:
             raise
@@ -214,6 +217,8 @@ class DataService:
             bound = inspect.signature(fn).bind(*args, **kwargs)
         except TypeError as exc:
             raise PermissionDenied(f"bad arguments for {store}.{method}: {exc}") from None
+        if method == "thoughts" and bound.arguments.get("bot") != bot:
+            raise PermissionDenied(f"bot '{bot}' may read only its own thoughts (thoughts(..., bot='{bot}'))")
         await self._check(method, bound.arguments)
         return await fn(*bound.args, **bound.kwargs)
 

@@ -9,6 +9,7 @@ NATS: ``conv.<id>.user|reply|system|thought|memory|route`` and
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from typing import Any, Awaitable, Callable, Protocol
 
@@ -21,6 +22,44 @@ log = logging.getLogger(__name__)
 
 Delivery = tuple[str, BaseModel]
 Handler = Callable[[Any], Awaitable[BaseModel]]
+
+
+class Receipt:
+    """How a bot tells the mesh that a delivered message has been handled.
+
+    A durable subscription on NATS puts ``(subject, msg, receipt)`` in a bot's
+    inbox and acknowledges the message only when the receipt settles: the
+    handler returned and every piece of work it ``hold``-s the receipt for
+    (``TaskOwner.spawn(..., receipt=)``: a thought, an ingestion) is done.
+    ``release(ok=False)`` — the work was cancelled by a shutdown, not finished —
+    hands the message back (NAK) for another instance; a process that dies
+    never acknowledges, so JetStream delivers the message again after the
+    consumer's ``ack_wait``. ``redelivered`` says the message came before
+    (another process may have done the work: bots look in the store).
+    """
+
+    def __init__(self, settle: Callable[[bool], None], *, redelivered: bool = False) -> None:
+        self._settle = settle
+        self._holds = 1  # the handler's
+        self.settled = False
+        self.redelivered = redelivered
+
+    def hold(self) -> "Receipt":
+        if not self.settled:
+            self._holds += 1
+        return self
+
+    def release(self, ok: bool = True) -> None:
+        if self.settled:
+            return
+        self._holds -= 1
+        if not ok or self._holds <= 0:
+            self.settled = True
+            self._settle(ok)
+
+
+#: the receipt of the message a bot's handler is handling now (None: in-process, or not durable)
+current_receipt: contextvars.ContextVar[Receipt | None] = contextvars.ContextVar("current_receipt", default=None)
 
 
 def subject_matches(pattern: str, subject: str) -> bool:

@@ -35,6 +35,11 @@ class MeshConfig(BaseModel):
     durable: bool = Field(
         default=True, description="user turns and routes go through a JetStream stream with durable consumers"
     )
+    ack_wait: float = Field(
+        default=30.0, ge=1, le=3600,
+        description="seconds JetStream waits for a route or user turn to be handled before it delivers it again "
+        "(a worker killed mid-thought: its routes go to the next worker then; live ones report progress every third)",
+    )
     stream: str = Field(default="SHOAL_CONV", pattern=r"^[A-Za-z0-9_-]+$", description="the JetStream stream's name")
     # -- credentials (any one, or none) and TLS ---------------------------------------
     user: str = Field(default="", description="NATS user (with password)")

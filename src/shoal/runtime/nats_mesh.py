@@ -10,9 +10,15 @@
   the work and each message reaches one of them. On a durable subject it is
   a JetStream durable push consumer (``<bot>-<channel>``, deliver group of
   the same name): what was published while every instance was down is
-  delivered when one comes back. Delivered messages are acknowledged once
-  they are in the bot's inbox; a redelivered message id the subscription has
-  already taken is acknowledged and dropped (handlers never see it twice).
+  delivered when one comes back. A delivered message is acknowledged when
+  the bot has *handled* it (its ``Receipt`` settled: the handler returned and
+  the work it held the receipt for — a thought, an ingestion — is done);
+  meanwhile it is reported in progress every ``ack_wait / 3``. A process
+  killed while handling never acknowledges, so JetStream delivers the message
+  again (to another instance, or the restarted one) after ``ack_wait``. A
+  redelivered message id the subscription is still handling is reported in
+  progress, one it has handled is acknowledged, and both are dropped
+  (handlers never see a message twice in one process).
   Any other subscriber (the journal, listeners) gets every message, durable
   ones once per message id: a publish JetStream could not confirm while NATS
   was away goes out again as a plain one, and both copies reach them.
@@ -20,7 +26,10 @@
   answers each request. Handlers run as tasks, so a slow answer does not
   hold up the next request.
 * ``request`` raises ``NotFound`` at once when nobody serves the subject and
-  ``asyncio.TimeoutError`` after ``timeout`` — like the in-process mesh.
+  ``asyncio.TimeoutError`` after ``timeout`` — like the in-process mesh. A
+  request the host says this process can answer itself (``answer_here``: a
+  bot running here, or a read of a worker's bot from the server's own store)
+  is answered without the round trip.
 
 ``subscribe`` and ``serve`` are synchronous in the ``Mesh`` protocol; the
 subscriptions are made in the background and ``publish``/``request`` wait
@@ -41,7 +50,7 @@ from pydantic import BaseModel
 from shoal.errors import BackendUnavailable, NotFound
 from shoal.runtime import nats_wire as wire
 from shoal.runtime.inbox import Inbox
-from shoal.runtime.mesh import Accept, Delivery, Handler, subject_matches
+from shoal.runtime.mesh import Accept, Delivery, Handler, Receipt, subject_matches
 from shoal.runtime.mesh_config import MeshConfig
 from shoal.runtime.messages import Event
 
@@ -130,6 +139,14 @@ class _Sub:
         self.mesh._forget(self)
 
 
+class _JsReceipt(Receipt):
+    """A durable delivery's receipt; ``msg`` is its latest delivery (the one to acknowledge)."""
+
+    def __init__(self, msg: Any, settle: Any, *, redelivered: bool) -> None:
+        super().__init__(settle, redelivered=redelivered)
+        self.msg = msg
+
+
 class NatsMesh:
     """The ``Mesh`` protocol on a nats-py connection (see the module docstring)."""
 
@@ -144,8 +161,18 @@ class NatsMesh:
         self._subs: set[_Sub] = set()
         self._pending: set[asyncio.Task[Any]] = set()
         self._handlers: set[asyncio.Task[Any]] = set()
+        #: durable deliveries being handled (sent +WPI while they are), acks and naks on their way
+        self._open: set[_JsReceipt] = set()
+        self._acks: set[asyncio.Task[Any]] = set()
+        self._progress: asyncio.Task[None] | None = None
+        self._ack_wait = float(config.ack_wait)
+        self.acked = 0
+        self.nakked = 0
         #: called with every message this process publishes, before it leaves (the host gives grants)
         self.before_publish: Any = None
+        #: (subject, request) -> a handler of this process that answers it without the hop, or None (set by the host)
+        self.answer_here: Any = None
+        self.answered_here = 0
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> "NatsMesh":
@@ -192,6 +219,10 @@ class NatsMesh:
         for t in list(self._handlers):
             t.cancel()
         await asyncio.gather(*self._handlers, return_exceptions=True)
+        if self._progress is not None:
+            self._progress.cancel()
+            await asyncio.gather(self._progress, return_exceptions=True)
+        await asyncio.gather(*self._acks, return_exceptions=True)  # acks and naks go out before the connection closes
         if self.nc is not None and not self.nc.is_closed:
             await self.nc.close()
 
@@ -244,43 +275,53 @@ class NatsMesh:
         sub = _Sub(self)
         self._subs.add(sub)
         bot = inbox.name[4:] if inbox.name.startswith("bot.") else None
-        seen: collections.OrderedDict[str, None] = collections.OrderedDict()
+        #: message ids taken, and for a durable subscription the receipt each one is handled under
+        seen: collections.OrderedDict[str, _JsReceipt | None] = collections.OrderedDict()
 
-        async def deliver(m: Any, *, ack: bool) -> None:
+        async def deliver(m: Any, *, durable: bool) -> None:
             if sub.closed:
+                if durable:
+                    await self._reply(m.nak)  # another instance takes it now
                 return
             headers = m.headers or {}
             mid = headers.get(wire.MSG_ID)
-            if mid is not None:
+            if mid is not None and mid in seen:
                 # a durable message comes again when JetStream redelivers it or when a publish that
                 # NATS could not confirm (it was away) was sent once more: handle it once
-                if mid in seen:
-                    self.redelivered_dropped += 1
-                    if ack:
-                        await m.ack()
-                    return
-                seen[mid] = None
-                if len(seen) > DEDUP_WINDOW:
-                    seen.popitem(last=False)
+                self.redelivered_dropped += 1
+                if durable:
+                    kept = seen[mid]
+                    if kept is None or kept.settled:
+                        await self._reply(m.ack)
+                    else:  # still being handled here: this delivery is the one to acknowledge
+                        kept.msg = m
+                        await self._reply(m.in_progress)
+                return
             try:
                 msg = wire.decode(m.data, headers)
             except Exception as exc:  # noqa: BLE001 - a bad message is dropped, never kills the subscription
                 log.warning("dropped an unreadable message on %s: %s", m.subject, exc)
-                if ack:
-                    await m.term()
+                if durable:
+                    await self._reply(m.term)
                 return
-            if accept is None or accept(msg):
-                kept = await inbox.put((m.subject, msg))
-                if not kept:
-                    log.warning("inbox %s dropped a message (policy %s)", inbox.name, inbox.policy)
-            if ack:
-                await m.ack()
+            receipt = self._receipt(m, mid, seen) if durable else None
+            if mid is not None:
+                seen[mid] = receipt
+                if len(seen) > DEDUP_WINDOW:
+                    seen.popitem(last=False)
+            if accept is not None and not accept(msg):
+                if receipt is not None:
+                    receipt.release()
+                return
+            kept = await inbox.put((m.subject, msg, receipt) if receipt is not None else (m.subject, msg))  # type: ignore[arg-type]
+            if not kept:
+                log.warning("inbox %s dropped a message (policy %s)", inbox.name, inbox.policy)
 
         async def core(m: Any) -> None:
-            await deliver(m, ack=False)
+            await deliver(m, durable=False)
 
         async def durable(m: Any) -> None:
-            await deliver(m, ack=True)
+            await deliver(m, durable=True)
 
         async def make() -> None:
             if bot is not None and self.durable and durable_pattern(pattern):
@@ -293,6 +334,48 @@ class NatsMesh:
         self._spawn(make())
         return sub
 
+    # -- acknowledged when handled -------------------------------------------------------
+    def _receipt(self, m: Any, mid: str | None, seen: "collections.OrderedDict[str, _JsReceipt | None]") -> "_JsReceipt":
+        """The receipt a durable message is handled under: ACK once handled, NAK when handed back."""
+        try:
+            redelivered = m.metadata.num_delivered > 1
+        except Exception:  # noqa: BLE001 - not a JetStream delivery (no metadata): a first one
+            redelivered = False
+
+        def settle(ok: bool) -> None:
+            self._open.discard(receipt)
+            if ok:
+                self.acked += 1
+            else:
+                self.nakked += 1
+                if mid is not None:
+                    seen.pop(mid, None)  # given back: if it comes here again it is handled afresh
+            target = receipt.msg
+            task = asyncio.get_running_loop().create_task(self._reply(target.ack if ok else target.nak))
+            self._acks.add(task)
+            task.add_done_callback(self._acks.discard)
+
+        receipt = _JsReceipt(m, settle, redelivered=redelivered)
+        self._open.add(receipt)
+        if self._progress is None or self._progress.done():
+            self._progress = asyncio.get_running_loop().create_task(self._keep_in_progress(), name="mesh:in-progress")
+        return receipt
+
+    async def _keep_in_progress(self) -> None:
+        """While a message is being handled, tell JetStream so (``+WPI``) well within the consumer's ack_wait."""
+        while self._open:
+            await asyncio.sleep(self._ack_wait / 3)
+            for receipt in list(self._open):
+                if not receipt.settled:
+                    await self._reply(receipt.msg.in_progress)
+
+    async def _reply(self, fn: Any) -> None:
+        """Send an ack, nak, term or in-progress; a lost one only means JetStream delivers the message again."""
+        try:
+            await fn()
+        except Exception as exc:  # noqa: BLE001 - the connection is down or closing
+            log.debug("could not answer a JetStream delivery: %s", exc)
+
     async def ensure_consumer(self, bot: str, pattern: str) -> Any:
         """The durable consumer of ``bot`` on ``pattern`` (created once; kept while the bot is away)."""
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -300,7 +383,7 @@ class NatsMesh:
         name = f"{bot}-{pattern.split('.')[-1]}"
         cfg = ConsumerConfig(
             durable_name=name, deliver_group=name, deliver_subject=f"_shoal.deliver.{name}", filter_subject=pattern,
-            ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.NEW, ack_wait=30, max_deliver=5,
+            ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.NEW, ack_wait=self.config.ack_wait, max_deliver=5,
             max_ack_pending=1000,
         )
         try:
@@ -311,6 +394,8 @@ class NatsMesh:
 
     async def bind_durable(self, bot: str, pattern: str, cb: Any) -> Any:
         cfg = await self.ensure_consumer(bot, pattern)
+        if cfg.ack_wait:  # the consumer's own (made by the server, perhaps with other settings): beat within it
+            self._ack_wait = min(self._ack_wait, float(cfg.ack_wait))
         return await self.js.subscribe_bind(self.config.stream, cfg, cfg.durable_name, cb=cb, manual_ack=True)
 
     # -- request / reply -------------------------------------------------------------
@@ -348,6 +433,9 @@ class NatsMesh:
     async def request(self, subject: str, msg: BaseModel, *, timeout: float) -> BaseModel:
         import nats.errors
 
+        if self.answer_here is not None and (local := self.answer_here(subject, msg)) is not None:
+            self.answered_here += 1
+            return await asyncio.wait_for(local(msg), timeout)  # type: ignore[no-any-return]
         if self._pending:
             await self.ready()
         body, headers = wire.encode(msg)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Coroutine
+from typing import TYPE_CHECKING, Any, Coroutine
+
+if TYPE_CHECKING:
+    from shoal.runtime.mesh import Receipt
 
 log = logging.getLogger(__name__)
 
@@ -17,13 +20,22 @@ class TaskOwner:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str = "") -> asyncio.Task[Any]:
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str = "", receipt: "Receipt | None" = None) -> asyncio.Task[Any]:
+        """Run ``coro`` as a task; with ``receipt`` (held already), release it when the task ends.
+
+        A task that ends (even in an error) has handled its message; one that was cancelled
+        (a shutdown) has not: its message goes back to the mesh for another instance.
+        """
         if self._closed:
             coro.close()
+            if receipt is not None:
+                receipt.release(ok=False)
             raise RuntimeError(f"{self.name} is closed; cannot start '{name}'")
         task = asyncio.create_task(coro, name=f"{self.name}:{name}")
         self._tasks.add(task)
         task.add_done_callback(self._done)
+        if receipt is not None:
+            task.add_done_callback(lambda t: receipt.release(ok=not t.cancelled()))
         return task
 
     def _done(self, task: asyncio.Task[Any]) -> None:

@@ -334,14 +334,16 @@ class ConversationStore:
 
         await self.db.write(fn)
 
-    async def thoughts(self, conversation_id: str, *, turn_id: str | None = None) -> list[dict[str, Any]]:
+    async def thoughts(self, conversation_id: str, *, turn_id: str | None = None, bot: str | None = None) -> list[dict[str, Any]]:
+        """The conversation's thoughts, oldest first; of one turn and/or one bot when given."""
+
         def fn(c: Conn) -> list[Any]:
+            sql, args = "SELECT * FROM thoughts WHERE conversation_id = ?", [conversation_id]
             if turn_id:
-                return c.execute(
-                    "SELECT * FROM thoughts WHERE conversation_id = ? AND turn_id = ? ORDER BY id",
-                    (conversation_id, turn_id),
-                ).fetchall()
-            return c.execute("SELECT * FROM thoughts WHERE conversation_id = ? ORDER BY id", (conversation_id,)).fetchall()
+                sql, args = sql + " AND turn_id = ?", [*args, turn_id]
+            if bot:
+                sql, args = sql + " AND bot = ?", [*args, bot]
+            return c.execute(sql + " ORDER BY id", args).fetchall()
 
         return [dict(r) for r in await self.db.read(fn)]
 
