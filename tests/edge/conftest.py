@@ -257,11 +257,14 @@ NODES = ("porch", "attic")
 
 class Site:
     """One hub (`shoal edge hub`) and several nodes (`shoal edge run`), real processes with their own homes
-    on one nats-server: the setup of issue 16's check. ``homes`` puts a node's home elsewhere (a small disk)."""
+    on one nats-server: the setup of issue 16's check. ``homes`` puts a node's home elsewhere (a small disk);
+    ``hub_home`` and ``hub_args`` run another hub (`shoal up` on a site the caller made)."""
 
     def __init__(self, base: Path, nats: NatsServer, names: tuple[str, ...] = NODES, *, extra: str = "",
-                 homes: dict[str, Path] | None = None) -> None:
-        self.hub_home = make_home(base, "hub", hub_toml(nats.url))
+                 homes: dict[str, Path] | None = None, hub_home: Path | None = None,
+                 hub_args: tuple[str, ...] = ("edge", "hub")) -> None:
+        self.hub_home = hub_home or make_home(base, "hub", hub_toml(nats.url))
+        self.hub_args = hub_args
         self.homes: dict[str, Path] = {}
         for n in names:
             home = (homes or {}).get(n, base / n)
@@ -272,7 +275,7 @@ class Site:
         self.node_env: dict[str, dict[str, str]] = {}
 
     def start_hub(self) -> None:
-        self.hub = Proc(self.hub_home, "edge", "hub")
+        self.hub = Proc(self.hub_home, *self.hub_args)
 
     def start(self, *names: str) -> None:
         """Start these nodes (all of them by default)."""
@@ -294,15 +297,16 @@ class Site:
         for n, head in heads.items():
             wait_for(lambda n=n, head=head: self.held(n) >= head, timeout, what=f"{n}: {what}")  # type: ignore[misc]
 
-    def finish(self) -> None:
+    def finish(self, *, stop_hub: bool = True) -> None:
         """Stop every node (its last entries go out), then the hub: the hub must hold an exact copy of each."""
         for n, p in self.nodes.items():
             assert p.stop() == 0, p.output()[-3000:]
         for n in self.names:
             wait_for(lambda n=n: hub_has_everything(self.hub_home, self.homes[n], n), 60,  # type: ignore[misc]
                      what=f"the hub holding every entry of {n}")
-        assert self.hub is not None
-        self.hub.stop()
+        if stop_hub:
+            assert self.hub is not None
+            self.hub.stop()
         for n in self.names:
             assert_exact_copy(self.hub_home, self.homes[n], n)
 
