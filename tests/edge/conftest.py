@@ -130,10 +130,10 @@ def env_for(home: Path) -> dict[str, str]:
 class Proc:
     """A shoal command as a real subprocess, its output kept in a file for failures."""
 
-    def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None, logs: Path | None = None) -> None:
         self.home = home
         self.args = args
-        self.path = Path(tempfile.mkstemp(prefix=f"shoal-{args[0]}-", suffix=".log", dir=home.parent)[1])
+        self.path = Path(tempfile.mkstemp(prefix=f"shoal-{args[0]}-", suffix=".log", dir=logs or home.parent)[1])
         with open(self.path, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "shoal", *args], env={**env_for(home), **(env or {})},
                                          stdout=log, stderr=subprocess.STDOUT)
@@ -263,6 +263,7 @@ class Site:
     def __init__(self, base: Path, nats: NatsServer, names: tuple[str, ...] = NODES, *, extra: str = "",
                  homes: dict[str, Path] | None = None, hub_home: Path | None = None,
                  hub_args: tuple[str, ...] = ("edge", "hub")) -> None:
+        self.base = base  # the processes' output goes here (not onto a node's small disk)
         self.hub_home = hub_home or make_home(base, "hub", hub_toml(nats.url))
         self.hub_args = hub_args
         self.homes: dict[str, Path] = {}
@@ -275,12 +276,12 @@ class Site:
         self.node_env: dict[str, dict[str, str]] = {}
 
     def start_hub(self) -> None:
-        self.hub = Proc(self.hub_home, *self.hub_args)
+        self.hub = Proc(self.hub_home, *self.hub_args, logs=self.base)
 
     def start(self, *names: str) -> None:
         """Start these nodes (all of them by default)."""
         for n in names or self.names:
-            self.nodes[n] = Proc(self.homes[n], "edge", "run", "-q", env=self.node_env.get(n))
+            self.nodes[n] = Proc(self.homes[n], "edge", "run", "-q", env=self.node_env.get(n), logs=self.base)
 
     def head(self, name: str) -> int:
         return journal_head(self.homes[name])

@@ -164,7 +164,7 @@ def test_full_disks_keep_readings_waiting_say_so_and_lose_nothing(tmp_path: Path
         nats_server.stop()
         fillers = {n: d / "filler" for n, d in small_disks.items()}
         for n, filler in fillers.items():
-            filler.write_bytes(b"\0" * max(0, shutil.disk_usage(small_disks[n]).free - 400_000))
+            filler.write_bytes(b"\0" * max(0, shutil.disk_usage(small_disks[n]).free - 250_000))
         site.start()
         for n in NODES:
             status = wait_for(lambda n=n: (s := edge_status(site.homes[n], check=False)) and s["disk_full"] and s, 90,
@@ -178,11 +178,14 @@ def test_full_disks_keep_readings_waiting_say_so_and_lose_nothing(tmp_path: Path
         for n in NODES:
             wait_for(lambda n=n: not edge_status(site.homes[n])["disk_full"], 60, interval=0.5, what=f"{n} writing again")
             assert edge_status(site.homes[n])["dropped"] == 0
-        nats_server.start()
+        # and they stay writing: the WAL must not take back the room that was freed (Journal.checkpoint)
+        heads = {n: site.head(n) + 1000 for n in NODES}
+        wait_for(lambda: all(site.head(n) > heads[n] for n in NODES), 60, what="the nodes writing on")
+        for n in NODES:
+            assert not edge_status(site.homes[n])["disk_full"], n
+        nats_server.start()  # the hub is back (a node retries it with a backoff of up to 30 s)
         site.start_hub()
-        # (a node retries its hub with a backoff of up to 30 s after a long time offline)
-        heads = {n: site.head(n) for n in NODES}
-        site.wait_caught_up(heads, "the backlog reaching the hub")
+        site.wait_caught_up({n: site.head(n) for n in NODES}, "the backlog reaching the hub")
         site.finish()
     finally:
         site.close()
