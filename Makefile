@@ -39,9 +39,9 @@ chromium:
 # the edge tests start their own nats-server (JetStream) and mosquitto on free
 # loopback ports, and move a node's clock with libfaketime; install Debian's when
 # they are missing
-FAKETIME_LIB := /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
 edge-servers:
-	@command -v nats-server >/dev/null 2>&1 && command -v mosquitto >/dev/null 2>&1 && [ -e $(FAKETIME_LIB) ] || { \
+	@command -v nats-server >/dev/null 2>&1 && command -v mosquitto >/dev/null 2>&1 && \
+	  ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || { \
 	  echo "==> installing Debian's nats-server, mosquitto and libfaketime for the edge tests"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nats-server mosquitto libfaketime >/dev/null; }

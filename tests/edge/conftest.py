@@ -3,6 +3,7 @@ homes for nodes and hubs, and `shoal edge` / `shoal up` as real subprocesses."""
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import signal
@@ -318,7 +319,8 @@ class Site:
             self.hub.stop()
 
 
-LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+#: Debian's libfaketime, wherever the architecture puts it
+LIBFAKETIME = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))), "/usr/lib/faketime/libfaketime.so.1")
 
 
 class DeviceClock:
