@@ -37,12 +37,14 @@ chromium:
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 # the edge tests start their own nats-server (JetStream) and mosquitto on free
-# loopback ports; install Debian's when they are missing
+# loopback ports, and move a node's clock with libfaketime; install Debian's when
+# they are missing
 edge-servers:
-	@command -v nats-server >/dev/null 2>&1 && command -v mosquitto >/dev/null 2>&1 || { \
-	  echo "==> installing Debian's nats-server and mosquitto for the edge tests"; \
+	@command -v nats-server >/dev/null 2>&1 && command -v mosquitto >/dev/null 2>&1 && \
+	  ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || { \
+	  echo "==> installing Debian's nats-server, mosquitto and libfaketime for the edge tests"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nats-server mosquitto >/dev/null; }
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq nats-server mosquitto libfaketime >/dev/null; }
 
 install: $(STAMP)
 

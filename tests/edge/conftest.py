@@ -3,6 +3,7 @@ homes for nodes and hubs, and `shoal edge` / `shoal up` as real subprocesses."""
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import signal
@@ -130,12 +131,12 @@ def env_for(home: Path) -> dict[str, str]:
 class Proc:
     """A shoal command as a real subprocess, its output kept in a file for failures."""
 
-    def __init__(self, home: Path, *args: str) -> None:
+    def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None, logs: Path | None = None) -> None:
         self.home = home
         self.args = args
-        self.path = Path(tempfile.mkstemp(prefix=f"shoal-{args[0]}-", suffix=".log", dir=home.parent)[1])
+        self.path = Path(tempfile.mkstemp(prefix=f"shoal-{args[0]}-", suffix=".log", dir=logs or home.parent)[1])
         with open(self.path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "shoal", *args], env=env_for(home),
+            self.proc = subprocess.Popen([sys.executable, "-m", "shoal", *args], env={**env_for(home), **(env or {})},
                                          stdout=log, stderr=subprocess.STDOUT)
 
     def output(self) -> str:
@@ -206,10 +207,40 @@ def hub_facts(home: Path, node: str) -> dict[str, Any]:
         c.close()
 
 
+def journal_head(home: Path) -> int:
+    """A node's head, cheaply (for waits)."""
+    try:
+        c = sqlite3.connect(f"file:{home / 'edge.db'}?mode=ro", uri=True, timeout=30)
+    except sqlite3.OperationalError:  # no journal yet
+        return 0
+    try:
+        row = c.execute("SELECT value FROM state WHERE key = 'head'").fetchone()
+        return int(row[0]) if row else 0
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        c.close()
+
+
+def hub_held(home: Path, node: str) -> tuple[int, int]:
+    """(entries held, contig) of a node at the hub, cheaply (for waits)."""
+    if not (home / "shoal.db").exists():
+        return 0, 0
+    c = sqlite3.connect(f"file:{home / 'shoal.db'}?mode=ro", uri=True, timeout=30)
+    try:
+        row = c.execute("SELECT id, contig FROM edge_nodes WHERE name = ?", (node,)).fetchone()
+        if row is None:
+            return 0, 0
+        return int(c.execute("SELECT count(*) FROM edge_entries WHERE node = ?", (row[0],)).fetchone()[0]), int(row[1])
+    except sqlite3.OperationalError:
+        return 0, 0
+    finally:
+        c.close()
+
+
 def hub_has_everything(hub_home: Path, node_home: Path, node: str) -> bool:
-    j = journal_facts(node_home)
-    h = hub_facts(hub_home, node)
-    return h["count"] == j["head"] and h["contig"] == j["head"]
+    head = journal_head(node_home)
+    return hub_held(hub_home, node) == (head, head)
 
 
 def assert_exact_copy(hub_home: Path, node_home: Path, node: str) -> None:
@@ -220,6 +251,99 @@ def assert_exact_copy(hub_home: Path, node_home: Path, node: str) -> None:
     assert h["count"] == h["distinct"] == j["head"], (h["count"], h["distinct"], j["head"])
     assert h["rows"] == j["rows"], "the hub's copy differs from the node's journal"
     assert h["conflicts"] == 0
+
+
+NODES = ("porch", "attic")
+
+
+class Site:
+    """One hub (`shoal edge hub`) and several nodes (`shoal edge run`), real processes with their own homes
+    on one nats-server: the setup of issue 16's check. ``homes`` puts a node's home elsewhere (a small disk);
+    ``hub_home`` and ``hub_args`` run another hub (`shoal up` on a site the caller made)."""
+
+    def __init__(self, base: Path, nats: NatsServer, names: tuple[str, ...] = NODES, *, extra: str = "",
+                 homes: dict[str, Path] | None = None, hub_home: Path | None = None,
+                 hub_args: tuple[str, ...] = ("edge", "hub")) -> None:
+        self.base = base  # the processes' output goes here (not onto a node's small disk)
+        self.hub_home = hub_home or make_home(base, "hub", hub_toml(nats.url))
+        self.hub_args = hub_args
+        self.homes: dict[str, Path] = {}
+        for n in names:
+            home = (homes or {}).get(n, base / n)
+            self.homes[n] = make_home(home.parent, home.name, node_toml(n, nats.url, extra=extra))
+        self.names = names
+        self.nodes: dict[str, Proc] = {}
+        self.hub: Proc | None = None
+        self.node_env: dict[str, dict[str, str]] = {}
+
+    def start_hub(self) -> None:
+        self.hub = Proc(self.hub_home, *self.hub_args, logs=self.base)
+
+    def start(self, *names: str) -> None:
+        """Start these nodes (all of them by default)."""
+        for n in names or self.names:
+            self.nodes[n] = Proc(self.homes[n], "edge", "run", "-q", env=self.node_env.get(n), logs=self.base)
+
+    def head(self, name: str) -> int:
+        return journal_head(self.homes[name])
+
+    def held(self, name: str) -> int:
+        return hub_held(self.hub_home, name)[0]
+
+    def mid_sync(self, heads: dict[str, int]) -> bool:
+        """The hub has part of every node's backlog and not all of it yet."""
+        held = {n: self.held(n) for n in heads}
+        return all(held.values()) and any(held[n] < heads[n] for n in heads)
+
+    def wait_caught_up(self, heads: dict[str, int], what: str, timeout: float = 120) -> None:
+        for n, head in heads.items():
+            wait_for(lambda n=n, head=head: self.held(n) >= head, timeout, what=f"{n}: {what}")  # type: ignore[misc]
+
+    def finish(self, *, stop_hub: bool = True) -> None:
+        """Stop every node (its last entries go out), then the hub: the hub must hold an exact copy of each."""
+        for n, p in self.nodes.items():
+            assert p.stop() == 0, p.output()[-3000:]
+        for n in self.names:
+            wait_for(lambda n=n: hub_has_everything(self.hub_home, self.homes[n], n), 60,  # type: ignore[misc]
+                     what=f"the hub holding every entry of {n}")
+        if stop_hub:
+            assert self.hub is not None
+            self.hub.stop()
+        for n in self.names:
+            assert_exact_copy(self.hub_home, self.homes[n], n)
+
+    def close(self) -> None:
+        for p in self.nodes.values():
+            p.stop()
+        if self.hub is not None:
+            self.hub.stop()
+
+
+#: Debian's libfaketime, wherever the architecture puts it
+LIBFAKETIME = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))), "/usr/lib/faketime/libfaketime.so.1")
+
+
+class DeviceClock:
+    """A node process's own wall clock, moved from outside with libfaketime (Debian's libfaketime):
+    the process reads a shifted CLOCK_REALTIME; its monotonic clock stays true."""
+
+    def __init__(self, path: Path) -> None:
+        if not Path(LIBFAKETIME).exists():
+            pytest.skip("libfaketime is not installed (make test installs Debian's libfaketime)")
+        self.path = path
+        self.set(0)
+
+    def set(self, seconds: float) -> None:
+        """Shift the device's clock by ``seconds`` from true time (negative: into the past)."""
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(f"{seconds:+.0f}\n")
+        tmp.replace(self.path)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"LD_PRELOAD": LIBFAKETIME, "FAKETIME_TIMESTAMP_FILE": str(self.path), "FAKETIME_CACHE_DURATION": "1",
+                # asyncio's timers run on the monotonic clock: a device clock jump must not stall them
+                "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
 
 
 class Clock:

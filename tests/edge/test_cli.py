@@ -12,7 +12,7 @@ from shoal.edge.journal import FACT, OBSERVATION, Journal, NewEntry
 
 from ..conftest import TEST_CONFIG
 from ..server.conftest import make_site
-from .conftest import NatsServer, Proc, backlog, env_for, hub_facts, hub_toml, make_home, node_toml, wait_for
+from .conftest import NatsServer, Proc, backlog, env_for, hub_facts, hub_toml, journal_head, make_home, node_toml, wait_for
 
 
 def shoal(home: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
@@ -88,3 +88,18 @@ def test_logs_status_plot_search_and_a_one_off_sync(tmp_path: Path, nats_server:
     finally:
         hub.stop()
     wait_for(lambda: not hub.alive(), 10)
+
+
+def test_shoal_edge_alone_runs_the_node_and_help_still_lists_the_commands(tmp_path: Path) -> None:
+    home = make_home(tmp_path, "porch", node_toml("porch"))
+    node = Proc(home, "edge")  # as the issue has it: `shoal edge` runs an edge node
+    try:
+        wait_for(lambda: journal_head(home) > 50, 60, what="the node recording")
+        assert node.alive()
+    finally:
+        assert node.stop() == 0, node.output()[-2000:]
+    assert "edge node porch" in node.output()
+    status = json.loads(shoal(home, "edge", "status", "--json").stdout)
+    assert status["running"] is False and status["head"] >= 50
+    helped = shoal(home, "edge", "--help").stdout
+    assert "run" in helped and "status" in helped and "sensors" in helped

@@ -1,4 +1,4 @@
-"""A whole node in process: real sensors, journal, sync to a real hub, its own dashboard."""
+"""A whole node in process: real sensors, journal, sync to a real hub, its own dashboard, the embedded model."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import httpx
 
 from shoal.config import Env, Settings, parse_config
 from shoal.edge.hlc import physical
-from shoal.edge.journal import CLOCK
+from shoal.edge.journal import CLOCK, OBSERVATION, READING, Journal
 from shoal.edge.node import EdgeNode
+from shoal.edge.phrase import grounded
 
 from ..conftest import free_port
 from .conftest import Clock, NatsServer, assert_exact_copy, hub_facts, node_toml
@@ -74,3 +75,79 @@ async def test_the_node_serves_its_own_page_offline_with_readings_plots_and_note
             assert (await http.get("/plot.png", params={"sensor": "nope"})).status_code == 404
     finally:
         await node.stop()
+
+
+MODEL_NODE = """
+[engine]
+threads = 1
+max_sequences = 2
+context = 1024
+
+[[servers]]
+name = "local"
+kind = "embedded"
+"""
+
+#: a temperature that jumps by 9 °C for 3 s every 6 s (rise, high, fall), and motion after a quiet spell
+MODEL_SENSORS = """
+[[edge.sensors]]
+name = "temp"
+label = "temperature"
+kind = "simulated"
+pattern = "constant"
+mean = 20.0
+noise = 0.3
+decimals = 1
+interval = 0.1
+unit = "°C"
+change = 5
+high = 26
+anomalies = [{ every = 6, duration = 3, add = 9 }]
+
+[[edge.sensors]]
+name = "door"
+kind = "simulated"
+pattern = "motion"
+active_hours = []
+idle_rate = 0.3
+interval = 0.2
+binary = true
+"""
+
+
+async def test_the_embedded_model_phrases_the_nodes_observations_and_every_stored_one_is_grounded(tmp_path: Path) -> None:
+    text = MODEL_NODE + node_toml("garage", sensors=MODEL_SENSORS).replace('observe_server = "none"', 'observe_server = "local"') \
+        .replace("observe_interval = 3600", "observe_interval = 1.5\ncooldown = 0")
+    node = await EdgeNode(node_env(tmp_path / "garage", text)).start()
+    try:
+        assert node.observer is not None and node.observer.phraser.backend is not None  # the real SmolLM2-135M
+        obs = node.observer
+        await until(lambda: obs.noted >= 5, 300)
+    finally:
+        await node.stop()
+    j = await Journal.open(tmp_path / "garage" / "edge.db", node="garage")
+    try:
+        entries = await j.entries(1, j.head)
+    finally:
+        await j.close()
+    readings = {e.seq: e for e in entries if e.kind == READING}
+    notes = [e for e in entries if e.kind == OBSERVATION]
+    assert len(notes) == obs.noted >= 5
+    titles = {"temp": ["temperature", "temp", "°C"], "door": ["door"]}
+    rules = set()
+    for e in notes:
+        b = e.body or {}
+        rules.add(b["rule"])
+        cited = [v for _, v in b["cites"]]
+        # what it cites are the node's own readings, as stored
+        assert all(readings[s].value == v and j.sensors[b["sensor"]].id == readings[s].sensor for s, v in b["cites"]), b
+        # and the sentence states no number that is not one of them, whoever wrote it
+        assert grounded(b["text"], cited, ignore=[*titles[b["sensor"]], "garage"]) is None, b
+        assert b["method"] in ("model", "template") and (b["method"] == "template") == ("model_refused" in b), b
+        assert 0 < b["confidence"] < 1
+    assert len(rules) >= 2 and rules & {"rise", "fall", "high"}, rules
+    # phrasing takes seconds while readings keep coming: that must not read as the device clock going back
+    assert not [e.body for e in entries if e.kind == CLOCK], "a clock jump was noted, yet the clock never moved"
+    # the model was asked for every one of them, and wrote some that passed
+    assert obs.phraser.phrased + obs.phraser.rejected == len(notes)
+    assert obs.phraser.phrased >= 1 and any(e.body["method"] == "model" for e in notes), [e.body for e in notes]  # type: ignore[index]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from datetime import datetime
 from typing import Any, ClassVar
 
 from contextlib import aclosing
@@ -489,13 +490,32 @@ class ConversationBot(Bot):
 
 
 def render_memory(m: MemoryItem) -> str:
+    """One recalled memory as a line of the prompt, said as what it is: the person's words, a reply, or a
+    node's observation (with the node, when, how sure, and the entries it rests on)."""
+    if m.scope.startswith("node:"):
+        return _render_node_note(m)
     if m.kind == "summary":
         return f"- Earlier: {m.text}"
-    if m.method.startswith("edge node"):
-        return f"- A sensor node noticed: {m.text}"  # its text says which node, where and when
     if m.method.startswith("reply"):
         return f'- You once said: "{m.text}"'
     return f'- The user said: "{m.text}"'
+
+
+def _render_node_note(m: MemoryItem) -> str:
+    """"- Observed by node garage on Tue 01 Dec at 02:14 (confidence 0.90): … [from edge:garage:17, citing edge:garage:41]"."""
+    node = m.scope.split(":", 1)[1]
+    head = f"- {'Learned' if m.kind == 'fact' else 'Observed'} by node {node}"
+    if m.created_at is not None:
+        head += f" on {datetime.fromtimestamp(m.created_at):%a %d %b at %H:%M}"
+    if m.confidence is not None:
+        head += f" (confidence {m.confidence:.2f})"
+    where = ""
+    if m.sources:  # the note's own entry, then the readings it cites (ids, not values: the text has those)
+        where = f" [from {m.sources[0]}"
+        if len(m.sources) > 1:
+            where += ", citing " + ", ".join(m.sources[1:4]) + (", …" if len(m.sources) > 4 else "")
+        where += "]"
+    return f"{head}: {m.text}{where}"
 
 
 _THINKING_SAY = {

@@ -598,7 +598,8 @@ class PrimaryBot(Bot):
     async def _reflect(self, state: TurnState) -> None:
         mentioned = self._mentioned.setdefault(state.conversation, set())
         for mem in state.recalled:
-            if mem.id in mentioned or mem.kind != "fact":
+            # the person's own facts only: an edge node's fact is no "the user once said"
+            if mem.id in mentioned or mem.kind != "fact" or mem.scope:
                 continue
             mentioned.add(mem.id)
             await self.inject(

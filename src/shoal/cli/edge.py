@@ -18,7 +18,11 @@ from rich.table import Table
 
 from shoal.config import Env
 
-app = typer.Typer(help="Edge nodes: sensors, observations, an offline-first journal synced to the hub.", no_args_is_help=True)
+app = typer.Typer(
+    help="Edge nodes: sensors, observations, an offline-first journal synced to the hub. "
+    "`shoal edge` alone runs this machine as a node (`shoal edge run`, with its options).",
+    invoke_without_command=True,
+)
 out = Console()
 
 NOTE_KINDS = ("observation", "fact", "clock", "event")
@@ -65,6 +69,12 @@ class _Open:
 
 
 # ------------------------------------------------------------------------------ the node
+@app.callback()
+def edge(ctx: typer.Context) -> None:
+    if ctx.invoked_subcommand is None:  # `shoal edge`: the node, as `shoal edge run` with its defaults
+        run(dashboard_port=None, quiet=False)
+
+
 @app.command("run")
 def run(
     dashboard_port: int = typer.Option(None, "--dashboard-port", help="the node's own page (default: edge.dashboard.port; 0: off)"),

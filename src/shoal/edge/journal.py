@@ -262,6 +262,21 @@ class Journal:
     async def close(self) -> None:
         await self.db.close()
 
+    async def checkpoint(self) -> bool:
+        """Fold the WAL into the database file and truncate it; False when the disk has no room even for that.
+
+        SQLite does this by itself only once the WAL reaches 1000 pages (4 MB):
+        on a disk with less room than that the WAL alone fills it, holding every
+        entry, and no write could ever fit again (found on a 1 MiB tmpfs).
+        """
+        try:
+            await self.db.checkpoint()
+        except Exception as exc:
+            if is_disk_full(exc):
+                return False
+            raise
+        return True
+
     # -- writing ------------------------------------------------------------------
     def wall_ms(self) -> int:
         return int(self._wall() * 1000)

@@ -43,6 +43,10 @@ RETENTION_EVERY = 600.0
 STATUS_EVERY = 2.0
 #: at stop, how long the node waits for the hub to take its last entries
 STOP_SYNC_SECONDS = 5.0
+#: readings committed together at most (one fsync each)
+FLUSH_CHUNK = 2_000
+#: with less free disk than this the WAL is folded in every status round: SQLite would wait for 4 MB of it
+LOW_DISK_BYTES = 8 << 20
 
 
 class StatusFile:
@@ -242,33 +246,41 @@ class EdgeNode:
         return emit
 
     async def flush(self) -> int:
-        """Commit what the buffer holds; on a full disk keep it and make room."""
+        """Commit what the buffer holds, oldest first and at most ``FLUSH_CHUNK`` a commit; on a full disk
+        keep what did not fit and make room."""
         if not self.buffer or self.journal is None:
             return 0
-        items = [self.buffer.popleft() for _ in range(len(self.buffer))]
-        try:
-            await self.journal.append(items)
-        except DiskFull as exc:
-            self.buffer.extendleft(reversed(items))
-            while len(self.buffer) > self.config.buffer:
-                self.buffer.popleft()
-                self.dropped += 1
-            if self.disk_full is None:
-                log.error("%s", exc)
-            self.disk_full = str(exc)
-            try:
-                await self.log.thin(max(10_000, 4 * len(items)))
-            except Exception:
-                log.debug("thinning failed", exc_info=True)
-            return 0
+        stored = 0
         if self.disk_full is not None:
-            log.warning("the disk has room again: %d readings that waited are stored", len(items))
+            await self.journal.checkpoint()  # the WAL gives back its room first (Journal.checkpoint)
+        while self.buffer:
+            # in chunks: after a long full disk the buffer may not fit the room freed all at once (its pages
+            # and their write-ahead copies), yet chunk by chunk it goes in as far as it fits
+            items = [self.buffer.popleft() for _ in range(min(len(self.buffer), FLUSH_CHUNK))]
+            try:
+                await self.journal.append(items)
+            except DiskFull as exc:
+                self.buffer.extendleft(reversed(items))
+                while len(self.buffer) > self.config.buffer:
+                    self.buffer.popleft()
+                    self.dropped += 1
+                if self.disk_full is None:
+                    log.error("%s", exc)
+                self.disk_full = str(exc)
+                try:
+                    await self.log.thin(max(10_000, 4 * len(items)))
+                except Exception:
+                    log.debug("thinning failed", exc_info=True)
+                return stored
+            stored += len(items)
+        if self.disk_full is not None:
+            log.warning("the disk has room again: %d readings that waited are stored", stored)
             self.disk_full = None
             try:
-                await self._event("disk had room again", waited=len(items), dropped=self.dropped)
+                await self._event("disk had room again", waited=stored, dropped=self.dropped)
             except DiskFull:
                 pass
-        return len(items)
+        return stored
 
     async def _writer(self) -> None:
         while not await sleep_or_stop(self._stop, self.config.flush_interval if not self.disk_full else 5.0):
@@ -314,14 +326,18 @@ class EdgeNode:
                 if time.monotonic() >= next_retention:
                     await self.log.apply_retention()
                     next_retention = time.monotonic() + RETENTION_EVERY
-                if self.config.min_free_mb and self.log.free_bytes() < self.config.min_free_mb * (1 << 20):
+                free = self.log.free_bytes()
+                if free < LOW_DISK_BYTES and self.journal is not None:
+                    await self.journal.checkpoint()  # keep the WAL from taking the last of the disk
+                if self.config.min_free_mb and free < self.config.min_free_mb * (1 << 20):
                     # room for what the next minutes bring, from readings the hub already has
                     await self.log.thin(max(10_000, int(60 / self.config.flush_interval) * max(1, len(self.sensors)) * 10))
-                self.status_file.write(self.live())
             except DiskFull:
-                continue
+                pass
             except Exception:
                 log.exception("upkeep failed this round")
+            # whatever failed above: the status file is rewritten in place, so it tells the truth on a full disk too
+            self.status_file.write(self.live())
 
     # -- status -------------------------------------------------------------------------------------
     def live(self) -> dict[str, Any]:

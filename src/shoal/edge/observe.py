@@ -87,7 +87,7 @@ class Observer:
             window = [e for e in entries if e.sensor == sensor.id]
             if window:
                 findings += await self._rules(sensor, window)
-        out = []
+        bodies = []
         for f in findings:
             key = (f.sensor, f.rule)
             t = f.cites[-1][2]
@@ -105,7 +105,11 @@ class Observer:
                 body["model_refused"] = refused
             if self.location:
                 body["location"] = self.location
-            out.append(NewEntry(OBSERVATION, j.wall_ms(), body=body))
+            bodies.append(body)
+        # stamped now, not when each was phrased: a model takes seconds a sentence, and readings taken meanwhile
+        # are already committed — an earlier time would read as the device clock going back
+        now = j.wall_ms()
+        out = [NewEntry(OBSERVATION, now, body=b) for b in bodies]
         written = [e for e in (await j.append(out) if out else []) if e.kind == OBSERVATION]
         await j.set_state(observed_upto=head)
         self.looks += 1

@@ -116,16 +116,18 @@ async def recall(db: Database, edge_config: Any, user: User, text: str, *, limit
 
 
 def as_memory_item(note: dict[str, Any]) -> dict[str, Any]:
-    """A note as the fields of a MemoryItem (runtime.messages), provenance included."""
-    when = datetime.fromtimestamp(note["time"]).strftime("%a %d %b %H:%M")
-    place = f" ({note['location']})" if note.get("location") else ""
-    conf = f", confidence {note['confidence']:.2f}" if note.get("confidence") is not None else ""
+    """A note as the fields of a MemoryItem (runtime.messages), provenance included: the node's scope,
+    when, how confident, and the sources (the note's entry, then the readings it cites).
+    The conversation bot's ``render_memory`` says it as what it is ("Observed by node garage …")."""
     src = [f"edge:{note['node']}:{note['seq']}"] + [f"edge:{note['node']}:{c[0]}" for c in note.get("cites", [])[:10]]
     verb = "learned" if note["kind"] == "fact" else "observed"
     return {
         "id": f"edge:{note['node']}:{note['seq']}",
         "kind": "fact" if note["kind"] == "fact" else "observation",
-        "text": f"{note['text']} [{verb} by the {note['node']} node{place}, {when}{conf}]",
+        "text": note["text"],
+        "scope": f"node:{note['node']}",
+        "created_at": note["time"],
+        "confidence": note.get("confidence"),
         "attribute": f"edge:{note['node']}",
         "value": note.get("sensor"),
         "sources": src,

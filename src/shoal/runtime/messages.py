@@ -72,6 +72,11 @@ class MemoryItem(_Msg):
     #: a fact's every (attribute, value) still current: one clause may state several
     facts: list[tuple[str, str]] = Field(default_factory=list)
     created_at: float | None = None
+    #: whose memory it is: "" the person's own (what they said, what was replied to them);
+    #: "node:<name>" an edge node's observation or fact (issue 16), dated by ``created_at``
+    scope: str = ""
+    #: how sure its source was (an edge observation's rule), when it says
+    confidence: float | None = None
 
 
 # --- conv.<id>.user ---------------------------------------------------------

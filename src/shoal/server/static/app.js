@@ -484,7 +484,7 @@ const Chat = {
             <span class="tag" v-if="m.correction" :title="m.correction">corrected</span>
           </div>
           <div class="recalled" v-if="m.recalled && m.recalled.length" title="memories given to this reply">
-            <span v-for="r in m.recalled" :key="r.id">↺ {{ r.text }}</span>
+            <span v-for="r in m.recalled" :key="r.id" :title="(r.sources || []).join(' ')">↺ {{ r.scope && r.scope.startsWith('node:') ? 'node ' + r.scope.slice(5) + ': ' : '' }}{{ r.text }}</span>
           </div>
         </div>
       </div>
