@@ -25,7 +25,7 @@ TINY_SET = [
     {"id": "t2", "text": "Which bus goes to the station from here?", "kind": "question", "facts": []},
     {"id": "t3", "text": "I'm Odile and I teach yoga.", "kind": "statement", "facts": [{"attribute": "name", "value": "Odile"}]},
 ]
-QUESTIONS = ("question", "request", "hypothetical", "chitchat")
+QUESTIONS = ("question", "request", "hypothetical", "chitchat", "no_fact")
 
 
 def test_the_generator_is_varied_repeatable_and_its_distractors_state_no_fact() -> None:

@@ -119,7 +119,8 @@ def _job(r: random.Random) -> Clause:
     j = r.choice(JOBS)
     art = "an" if j[0] in "aeiou" else "a"
     return r.choice((f"I work as {art} {j}", f"I'm {art} {j}", f"I'm {art} {j} by trade", f"I've been {art} {j} for years",
-                     f"my job is {j}", f"I retrained as {art} {j}", f"I'm working as {art} {j} now")), [("job", j)]
+                     f"my job is {j}", f"I retrained as {art} {j}", f"I'm working as {art} {j} now",
+                     f"I've been {art} {j} for {r.randint(2, 30)} years")), [("job", j)]
 
 
 def _employer(r: random.Random) -> Clause:
@@ -136,6 +137,9 @@ def _family(r: random.Random) -> Clause:
         word = r.choice(("kids", "children"))
         listed = ", ".join(kids[:-1]) + " and " + kids[-1]
         return f"my {word} are {listed}", [("family", f"child {k}") for k in kids]
+    if r.random() < 0.15:
+        rel2, (a, b) = r.choice(("sons", "daughters", "sisters", "brothers", "cousins")), r.sample(NAMES, 2)
+        return f"my {rel2} are called {a} and {b}", [("family", f"{rel2[:-1]} {a}"), ("family", f"{rel2[:-1]} {b}")]
     if r.random() < 0.5:
         return r.choice((f"my {rel} is called {n}", f"my {rel} {n} lives with me", f"I have a {rel} named {n}",
                          f"I've got a {rel}, {n}", f"me and my {rel} {n} are close")), [("family", f"{rel} {n}")]
@@ -190,7 +194,8 @@ def _plan(r: random.Random) -> Clause:
 
 def _other(r: random.Random) -> Clause:
     o = r.choice(OTHER)
-    return r.choice((f"I'm {o}", f"I am {o}", f"I've been {o} for years")), [("other", o)]
+    since = r.randint(1995, 2022)
+    return r.choice((f"I'm {o}", f"I am {o}", f"I've been {o} for years", f"I've been {o} since {since}")), [("other", o)]
 
 
 FACT_CLAUSES: tuple[Callable[[random.Random], Clause], ...] = (
@@ -253,6 +258,25 @@ def _third_party(r: random.Random) -> tuple[str, list[tuple[str, str]]]:
     )), [("family", rel)]
 
 
+def _no_fact(r: random.Random) -> str:
+    """The speaker talks about themselves but says nothing the memory keeps (a visit is not where they live,
+    a number of years is not an age, what they did today is not what they like)."""
+    p, f, a, n, h = r.choice(PLACES), r.choice(FOODS), r.choice(ANIMALS), r.choice(NAMES), r.choice(HOBBIES)
+    k = r.randint(2, 40)
+    return r.choice((
+        "I reckon we'll get snow by Friday", "I had a long day at work", f"I went to {p} last weekend",
+        f"I just got back from {p}", f"I watched a documentary about {a}s", f"I saw a {a} in the park today",
+        f"I read somewhere that {f} is good for you", f"I need to buy {f} on the way home", "I forgot my keys again",
+        f"I met {n} for coffee yesterday", "I have a meeting at three", f"I waited {k} minutes for the bus",
+        f"I've had this phone for {k} months", f"I paid {k} quid for it", f"I was chatting to {n} about {p}",
+        "I'm not sure what to cook tonight",
+        f"I tried {h} once and hated every minute",
+        f"I booked a table for {k // 5 + 2} at eight", f"I'll be in {p} for a conference next week",
+        f"I ordered {f} but they brought something else", "I slept badly last night", "I'm running late again",
+        f"I've lost count of how many {f} I've eaten", "I can't find the remote", f"I drove past {p} on the way",
+    ))
+
+
 def _chitchat(r: random.Random) -> str:
     return r.choice((
         "lol that's funny", "thanks, that helps a lot", "okay, cool cool", "hmm not sure about that", "good morning!",
@@ -269,12 +293,14 @@ def _cap(s: str) -> str:
 def _statement(r: random.Random) -> dict[str, Any]:
     makers = r.sample(FACT_CLAUSES, r.choices((1, 2, 3), weights=(5, 4, 2))[0])
     clauses = [m(r) for m in makers]
-    if r.random() < 0.2:  # a fact next to a question or someone else's fact
+    if r.random() < 0.4:  # a fact next to a question, someone else's fact or a remark that keeps nothing
         extra = r.random()
-        if extra < 0.5:
+        if extra < 0.3:
             clauses.append((_question(r), []))
-        else:
+        elif extra < 0.6:
             clauses.append(_third_party(r))
+        else:
+            clauses.insert(r.randrange(len(clauses) + 1), (_no_fact(r), []))
     text = r.choice(OPENERS) + clauses[0][0]
     for c, _ in clauses[1:]:
         joiner = r.choice(JOINERS)
@@ -287,7 +313,7 @@ def _statement(r: random.Random) -> dict[str, Any]:
     return {"text": text, "facts": facts, "kind": "statement"}
 
 
-def generate(n: int, *, seed: int = 0, distractors: float = 0.35) -> list[dict[str, Any]]:
+def generate(n: int, *, seed: int = 0, distractors: float = 0.5) -> list[dict[str, Any]]:
     """``n`` labelled messages, a share ``distractors`` of them with no fact about the speaker (or
     only the relation, for another person's facts). The same seed gives the same items."""
     r = random.Random(seed)
@@ -295,11 +321,13 @@ def generate(n: int, *, seed: int = 0, distractors: float = 0.35) -> list[dict[s
     seen: set[str] = set()
     while len(out) < n:
         if r.random() < distractors:
-            kind = r.choice(("question", "question", "request", "hypothetical", "third_party", "chitchat"))
+            kind = r.choice(("question", "question", "request", "hypothetical", "third_party", "chitchat",
+                             "no_fact", "no_fact", "no_fact"))
             if kind == "third_party":
                 text, facts = _third_party(r)
             else:
-                text = {"question": _question, "request": _request, "hypothetical": _hypothetical, "chitchat": _chitchat}[kind](r)
+                text = {"question": _question, "request": _request, "hypothetical": _hypothetical, "chitchat": _chitchat,
+                        "no_fact": _no_fact}[kind](r)
                 facts = []
             item = {"text": _cap(text) if r.random() < 0.7 else text, "facts": facts, "kind": kind}
         else:
