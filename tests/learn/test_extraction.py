@@ -114,6 +114,8 @@ def test_shoal_learn_extraction_trains_a_candidate_and_judges_it_on_the_labelled
     card = json.loads((home / "learn/adapters" / EXTRACTION_ADAPTERS / "v0001/card.json").read_text())
     assert card["extraction"] == result["candidate"] and card["steps"] == 2
     assert not (home / "learn/adapters" / EXTRACTION_ADAPTERS / "served.json").exists()  # nothing is served
+    status = shoal(home, "learn", "status", "--bot", EXTRACTION_ADAPTERS, "--json")
+    assert status.returncode == 0 and [v["version"] for v in json.loads(status.stdout)["versions"]] == ["v0001"]
 
 
 def test_the_memory_bot_extracts_with_the_promoted_adapter_and_stops_at_a_rollback(
@@ -180,8 +182,10 @@ def test_a_corrupt_adapter_is_refused_clearly_and_what_is_served_stays(trained_h
     (root / "v0002/adapter.gguf").write_bytes(b"GGUF" + b"\x00garbage" * 20)
     served_before = (root / "served.json").read_text() if (root / "served.json").exists() else None
     out = shoal(home, "learn", "extraction", "--version", "v0002", "--labelled", str(home / "tiny.json"))
-    assert out.returncode != 0 and "Traceback" not in out.stderr
-    assert "not a readable GGUF adapter" in out.stderr and "retrain" in out.stderr, out.stderr
+    said = " ".join(out.stderr.split())  # rich wraps long lines
+    assert out.returncode != 0 and "Traceback" not in said
+    assert "not a readable GGUF adapter" in said and "retrain" in said, said
     assert ((root / "served.json").read_text() if (root / "served.json").exists() else None) == served_before
     missing = shoal(home, "learn", "extraction", "--version", "v0002", "--labelled", str(tmp_path / "none.json"))
-    assert missing.returncode != 0 and "cannot read the labelled set" in missing.stderr and "Traceback" not in missing.stderr
+    said = " ".join(missing.stderr.split())
+    assert missing.returncode != 0 and "cannot read the labelled set" in said and "Traceback" not in said

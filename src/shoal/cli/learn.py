@@ -18,7 +18,9 @@ app = typer.Typer(help="Learn from your ratings and corrections: dataset, train,
 out = Console()
 
 USER = typer.Option(None, "--user", help="whose data (default: the local CLI user)")
-BOT = typer.Option(None, "--bot", help="the conversation bot to learn for (default: every conversation bot)")
+BOT = typer.Option(
+    None, "--bot", help="the conversation bot to learn for (default: every conversation bot); memory.extraction: the extraction adapter"
+)
 
 
 # ------------------------------------------------------------------ /good /bad /fix in `shoal chat`
@@ -140,6 +142,10 @@ def dataset(
 
 # ------------------------------------------------------------------ train
 def _bot_name(config: Any, bot: str | None) -> str:
+    from shoal.learn.extraction import EXTRACTION_ADAPTERS
+
+    if bot == EXTRACTION_ADAPTERS:  # the memory bot's extraction adapter: status and rollback work on it too
+        return bot
     if bot:
         return str(config.bot(bot).name)
     convs = config.bots_with_role("conversation")

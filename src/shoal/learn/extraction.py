@@ -54,13 +54,15 @@ def training_examples(items: Sequence[dict[str, Any]], split: str) -> list[dict[
 
 
 def train_extraction(
-    home: Path, gguf: Path, run_dir: Path, cfg: Any, *, n_train: int, n_val: int = 40, seed: int = 0,
+    home: Path, gguf: Path, run_dir: Path, cfg: Any, *, n_train: int, n_val: int | None = None, seed: int = 0,
     progress: Any = None,
 ) -> Any:
-    """Train a candidate on ``n_train`` generated messages (``n_val`` more for the validation loss)."""
+    """Train a candidate on ``n_train`` generated messages (``n_val`` more for the validation loss;
+    by default a sixth as many, 4 to 40)."""
     from shoal.learn.extraction_data import generate
     from shoal.learn.train import train
 
+    n_val = max(4, min(40, n_train // 6)) if n_val is None else n_val
     items = generate(n_train + n_val, seed=seed)
     examples = training_examples(items[:n_train], "train") + training_examples(items[n_train:], "val")
     return train(home, gguf, examples, run_dir, cfg, progress=progress)
