@@ -10,9 +10,13 @@ conversation; ``train`` fits a LoRA; then, in llama.cpp:
 * style on held-out prompts: the share of greedy replies that are one line,
   at most 12 words, and start with the expected answer (``style_base``, ``style_tuned``);
 * training tokens/s of ``shoal.learn.train`` against a plain transformers+peft loop on
-  the same data and model in the same run (``train_tok_s``, ``peft_loop_tok_s``).
+  the same data and model in the same run (``train_tok_s``, ``peft_loop_tok_s``);
+* the memory extraction adapter (``shoal.learn.extraction``): trained on generated messages,
+  judged on the hand-labelled ``bench/data/quality/{messages,heldout}.json`` — fact recall and
+  precision of what the memory bot would store (rules + model candidates + grounding) with the
+  base model and with the adapter (``extract_recall_*``, ``extract_precision_*``, also per set).
 
-    PYTHONPATH=src nice -n 15 python bench/learn_lora.py [--epochs 3] [--rank 8]
+    PYTHONPATH=src nice -n 15 python bench/learn_lora.py [--epochs 3] [--rank 8] [--only style|extraction]
 """
 
 from __future__ import annotations
@@ -131,14 +135,64 @@ def peft_loop_tok_s(home: Path, gguf: Path, examples: list[dict[str, Any]], step
     return tokens / (time.perf_counter() - t0)
 
 
+def extraction_figures(home: Path, gguf: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Train the extraction adapter as `shoal learn extraction` does; score base and tuned on the labelled set."""
+    from shoal.backends.embedded import EmbeddedBackend
+    from shoal.learn.extraction import default_labelled, read_labelled, score_sets, train_extraction
+    from shoal.learn.train import TrainConfig
+
+    items = read_labelled(default_labelled())
+    cfg = TrainConfig(rank=args.rank, alpha=2.0 * args.rank, lr=args.extraction_lr, epochs=1.0, batch=4,
+                      max_tokens=160, threads=args.threads)
+    t0 = time.perf_counter()
+    result = train_extraction(home, gguf, home / "extraction-run", cfg, n_train=args.extraction_examples,
+                              progress=lambda s, t, loss, note: print(f"  extraction step {s}/{t} loss {loss:.3f}" if loss is not None else f"  {note}", flush=True))
+    train_s = time.perf_counter() - t0
+    adapter = str(home / "extraction-run" / "adapter.gguf")
+
+    async def score() -> tuple[dict[str, Any], dict[str, Any]]:
+        backend = EmbeddedBackend("local", model_path=gguf)
+        try:
+            return await score_sets(backend, items), await score_sets(backend, items, adapter=adapter)
+        finally:
+            await backend.aclose()
+
+    t1 = time.perf_counter()
+    base, tuned = asyncio.run(score())
+    for side, sets in (("base", base), ("tuned", tuned)):
+        for row in sets["all"].wrong[:10]:
+            print(f"   {side} wrong: {row}")
+    out = {"extract_train_examples": args.extraction_examples, "extract_train_steps": result.steps,
+           "extract_train_s": round(train_s, 1), "extract_eval_s": round(time.perf_counter() - t1, 1),
+           "extract_messages": len(items)}
+    for side, sets in (("base", base), ("tuned", tuned)):
+        out[f"extract_recall_{side}"] = round(sets["all"].recall, 3)
+        out[f"extract_precision_{side}"] = round(sets["all"].precision, 3)
+        for name in ("messages", "heldout"):
+            if name in sets:
+                out[f"extract_{name}_recall_{side}"] = round(sets[name].recall, 3)
+                out[f"extract_{name}_precision_{side}"] = round(sets[name].precision, 3)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=float, default=3.0)
     ap.add_argument("--rank", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", choices=("style", "extraction"), default=None, help="run one part (default: both)")
+    ap.add_argument("--extraction-examples", type=int, default=240, help="generated messages the extraction adapter trains on")
+    ap.add_argument("--extraction-lr", type=float, default=2e-3)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.only == "extraction":
+        from shoal.engine.llama import default_model_path
+
+        home = Path(tempfile.mkdtemp(prefix="shoal-learn-bench-"))
+        figures = extraction_figures(home, default_model_path(), args)
+        print(" ".join(f"{k}: {v}" for k, v in figures.items()))
+        return
     from shoal.engine.llama import default_model_path
     from shoal.learn.adapters import AdapterRegistry
     from shoal.learn.base import gguf_fingerprint
@@ -185,6 +239,8 @@ def main() -> None:
         "canary_loss_tuned": round(decision.candidate["canary_loss"] or 0, 3),
         "style_base": round(style_base, 2), "style_tuned": round(style_tuned, 2), "promoted": int(decision.promoted),
     }
+    if args.only != "style":
+        figures.update(extraction_figures(home, gguf, args))
     print(" ".join(f"{k}: {v}" for k, v in figures.items()))
 
 

@@ -105,72 +105,8 @@ crush_after = 0
 
 
 # ------------------------------------------------------------------ fact matching
-_ARTICLES = re.compile(r"^(?:a|an|the|my|our)\s+", re.I)
-_EQUIVALENT = {"hobby": "likes"}
-
-
-def _norm(value: str) -> list[str]:
-    v = _ARTICLES.sub("", value.strip().lower())
-    return [w for w in re.findall(r"[\w'\-]+", v) if w not in ("a", "an", "the", "my")]
-
-
-def _names(value: str) -> set[str]:
-    return {w.lower() for w in re.findall(r"\b[A-Z][\w'\-]+", value)}
-
-
-def same_fact(pred: tuple[str, str], gold: tuple[str, str]) -> bool:
-    """Same kind (likes and hobby count as one) and the same value, give or take articles and inflection."""
-    pa, pv = pred
-    ga, gv = gold
-    if _EQUIVALENT.get(pa, pa) != _EQUIVALENT.get(ga, ga):
-        return False
-    if pa in ("family", "pet") and _names(pv) and _names(gv):
-        return bool(_names(pv) & _names(gv))  # "son Sam" and "child Sam" name the same person
-    p, g = _norm(pv), _norm(gv)
-    if not p or not g:
-        return False
-    stem = lambda ws: {w.rstrip("s") for w in ws}  # noqa: E731
-    return stem(g) <= stem(p) or stem(p) <= stem(g)
-
-
-@dataclass
-class FactScore:
-    gold: int = 0
-    predicted: int = 0
-    matched_gold: int = 0
-    matched_pred: int = 0
-    false_on_questions: int = 0
-    misses: list[str] = field(default_factory=list)
-    wrong: list[str] = field(default_factory=list)
-
-    @property
-    def recall(self) -> float:
-        return self.matched_gold / self.gold if self.gold else 1.0
-
-    @property
-    def precision(self) -> float:
-        return self.matched_pred / self.predicted if self.predicted else 1.0
-
-
-def score_facts(items: list[dict[str, Any]], predictions: list[list[tuple[str, str]]]) -> FactScore:
-    s = FactScore()
-    for item, pred in zip(items, predictions):
-        gold = [(f["attribute"], f["value"]) for f in item["facts"]]
-        s.gold += len(gold)
-        s.predicted += len(pred)
-        for g in gold:
-            if any(same_fact(p, g) for p in pred):
-                s.matched_gold += 1
-            else:
-                s.misses.append(f"{item['id']}: {g} in {item['text']!r}")
-        for p in pred:
-            if any(same_fact(p, g) for g in gold):
-                s.matched_pred += 1
-            else:
-                s.wrong.append(f"{item['id']}: {p} from {item['text']!r}")
-        if item["kind"] in ("question", "request") and pred:
-            s.false_on_questions += len(pred)
-    return s
+# the same scoring `shoal learn extraction` judges its adapter by
+from shoal.learn.extraction import FactScore, same_fact, score_facts  # noqa: E402,F401
 
 
 async def extract_all(items: list[dict[str, Any]], backend: Any, *, baseline: bool, progress: Progress, label: str) -> list[list[tuple[str, str]]]:

@@ -340,6 +340,12 @@ class MemoryConfig(_Strict):
         default="always", description="store facts always, only after the user agrees (ask), or never"
     )
     extract_with_model: bool = True
+    extraction_adapter: str = Field(
+        default="latest", max_length=200,
+        description='LoRA adapter for the model\'s fact extraction (embedded engine): "latest" = the one '
+        '`shoal learn extraction` promoted because it beat the base model on the labelled set (none promoted: '
+        'the base model), a version, or "" = never',
+    )
     recall_limit: int = Field(default=5, ge=0, description="memories given to each reply, at most")
     recall_budget_tokens: int = Field(default=200, ge=0, description="and at most this many tokens of them")
     recall_timeout: float = Field(default=2.0, gt=0)
@@ -816,6 +822,7 @@ login_attempts_per_minute = 5
 [memory]
 consent = "always"          # always | ask (the user is asked first) | never: storing facts about you
 extract_with_model = true   # also extract facts with the model (grounded, validated)
+extraction_adapter = "latest"  # the extraction LoRA `shoal learn extraction` promoted, if any ("" = never)
 recall_limit = 5            # memories given to the conversation bot per reply...
 recall_budget_tokens = 200  # ...and at most this many tokens of them
 recall_timeout = 2.0        # seconds the conversation bot waits for recall

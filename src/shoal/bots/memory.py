@@ -28,6 +28,8 @@ import re
 from typing import Any, AsyncIterator, ClassVar
 
 from shoal.errors import NotFound, ShoalError
+from shoal.learn.adapters import resolve_served
+from shoal.learn.extraction import EXTRACTION_ADAPTERS, adapter_messages
 from shoal.memory.pipeline import ModelExtractor, ingest
 from shoal.memory.store import Memory, NewMemory, keywords
 from shoal.runtime.bot import Bot
@@ -98,9 +100,19 @@ class MemoryBot(Bot):
             instruction=self.config.instruction,
             max_tokens=self.config.max_tokens,
             owner=self.name,
+            adapter=self.extraction_adapter,
+            adapter_prompt=adapter_messages,
             invalid=counts[0],
             dropped=counts[1],
         )
+
+    def extraction_adapter(self) -> str:
+        """The extraction LoRA to use now ("" = the base model): read at every message, so promoting
+        or rolling back one takes effect at the next; only where the embedded engine serves the bot."""
+        setting = self.ctx.config.memory.extraction_adapter
+        if not setting or self.ctx.config.server_named(self.config.server).kind != "embedded":
+            return ""
+        return resolve_served(EXTRACTION_ADAPTERS, setting)
 
     @property
     def invalid_outputs(self) -> int:

@@ -18,7 +18,9 @@ app = typer.Typer(help="Learn from your ratings and corrections: dataset, train,
 out = Console()
 
 USER = typer.Option(None, "--user", help="whose data (default: the local CLI user)")
-BOT = typer.Option(None, "--bot", help="the conversation bot to learn for (default: every conversation bot)")
+BOT = typer.Option(
+    None, "--bot", help="the conversation bot to learn for (default: every conversation bot); memory.extraction: the extraction adapter"
+)
 
 
 # ------------------------------------------------------------------ /good /bad /fix in `shoal chat`
@@ -140,6 +142,10 @@ def dataset(
 
 # ------------------------------------------------------------------ train
 def _bot_name(config: Any, bot: str | None) -> str:
+    from shoal.learn.extraction import EXTRACTION_ADAPTERS
+
+    if bot == EXTRACTION_ADAPTERS:  # the memory bot's extraction adapter: status and rollback work on it too
+        return bot
     if bot:
         return str(config.bot(bot).name)
     convs = config.bots_with_role("conversation")
@@ -219,21 +225,9 @@ def train_cmd(
         f"[dim]at the lowest priority (nice {nice}), {threads} thread(s), pausing while a reply is being written; "
         "Ctrl-C stops and keeps a checkpoint (--resume continues)[/]"
     )
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    with Progress(
-        TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-        TextColumn("[dim]{task.fields[note]}[/]"), TimeElapsedColumn(), TimeRemainingColumn(), console=out,
-    ) as bar:
-        task = bar.add_task("train", total=None, loss="…", note="loading the model")
-
-        def progress(step: int, total: int, loss: float | None, note: str) -> None:
-            fields: dict[str, Any] = {"note": note}
-            if loss is not None:
-                fields["loss"] = f"{loss:.3f}"
-            bar.update(task, completed=step, total=total, **fields)
-
-        result = train(home, gguf, examples, run_dir, cfg, canary=canary_set(), resume=resume, progress=progress)
+    result = _train_with_bar(
+        lambda progress: train(home, gguf, examples, run_dir, cfg, canary=canary_set(), resume=resume, progress=progress)
+    )
     if not result.finished:
         out.print(
             f"[yellow]interrupted at step {result.steps}[/]; checkpoint kept in {run_dir}. "
@@ -342,3 +336,138 @@ def rollback(bot: str = BOT) -> None:
     name = _bot_name(env.config, bot)
     now = AdapterRegistry(env.settings.home, name).rollback()
     out.print(f"bot {name} now serves {now or 'the base model (no adapter)'}")
+
+
+# ------------------------------------------------------------------ the memory extraction adapter (issue 14 item 6)
+@app.command("extraction")
+def extraction_cmd(
+    examples: int = typer.Option(240, "--examples", min=1, max=100_000, help="generated training messages"),
+    steps: int = typer.Option(None, "--steps", min=1, help="optimiser steps (default: one epoch over --examples)"),
+    rank: int = typer.Option(8, "--rank", min=1, max=256),
+    lr: float = typer.Option(2e-3, "--lr", min=0.0),
+    batch: int = typer.Option(4, "--batch", min=1, max=256, help="examples per step"),
+    threads: int = typer.Option(2, "--threads", min=1, max=64),
+    seed: int = typer.Option(0, "--seed", help="the generator's seed (the same seed, the same messages)"),
+    labelled: list[Path] = typer.Option(
+        None, "--labelled", help="hand-labelled messages (JSON) to judge by (default: bench/data/quality/ of a checkout)"
+    ),
+    version: str = typer.Option(None, "--version", help="judge this trained version again instead of training one"),
+    promote_it: bool = typer.Option(True, "--promote/--no-promote", help="serve it when it beats what is served"),
+    show: int = typer.Option(0, "--show", min=0, help="print this many missed and wrong facts of each"),
+) -> None:
+    """Train the memory bot's fact-extraction LoRA on generated messages; serve it if it beats the base.
+
+    Judged on a labelled set written by hand (not generated): what the memory bot would store —
+    rules + model candidates + grounding — with what is served now and with the candidate. It is
+    served (`[memory] extraction_adapter = "latest"`) when recall rises and precision does not fall.
+    """
+    from shoal.learn.train import lowest_priority
+
+    nice = lowest_priority()
+    from shoal.config import Env
+    from shoal.learn.adapters import AdapterRegistry
+    from shoal.learn.base import gguf_fingerprint
+    from shoal.learn.extraction import EXTRACTION_ADAPTERS, check_adapter, default_labelled, read_labelled
+    from shoal.learn.train import TrainConfig
+    from shoal.store.ids import new_id
+
+    env = Env.load()
+    home = env.settings.ensure_home()
+    items = read_labelled(labelled or default_labelled())
+    memory = env.config.bots_with_role("memory")
+    gguf = base_gguf(env.config, memory[0].name) if memory else base_gguf_default()
+    fingerprint = gguf_fingerprint(gguf)
+    reg = AdapterRegistry(home, EXTRACTION_ADAPTERS)
+    if version is None:
+        cfg = TrainConfig(rank=rank, alpha=2.0 * rank, lr=lr, epochs=1.0, batch=batch, max_steps=steps,
+                          max_tokens=160, threads=threads, seed=seed)
+        run_dir = runs_dir(home, EXTRACTION_ADAPTERS) / new_id()
+        out.print(f"training the extraction LoRA (rank {rank}) on {examples} generated messages → {run_dir}\n"
+                  f"[dim]nice {nice}, {threads} thread(s), pausing while a reply is being written[/]")
+        result = _train_with_bar(lambda progress: _train_extraction(home, gguf, run_dir, cfg, examples, seed, progress))
+        if not result.finished:
+            out.print("[yellow]interrupted[/]: nothing was added; what is served is unchanged")
+            raise typer.Exit(130)
+        version = reg.add_candidate(run_dir, [])
+        out.print(f"{version}: {result.steps} steps, {result.tokens_per_second:.0f} tok/s, "
+                  f"generated validation loss {result.val_loss_base:.3f} → {result.val_loss_tuned:.3f}")
+    candidate = reg.path_of(version)
+    assert candidate is not None
+    check_adapter(gguf, candidate, fingerprint)  # a damaged or foreign file: a clear error, nothing changes
+    served = reg.current
+    figures = asyncio.run(_judge_extraction(env, gguf, items, reg.path_of(served), candidate))
+    from shoal.learn.extraction import decide
+
+    promoted, reason = decide(figures["served"]["all"], figures["candidate"]["all"])
+    table = Table(title=f"extraction on {len(items)} labelled messages: {served or 'base model'} vs {version}")
+    for col in ("set", "recall", "", "precision", " ", "facts on questions"):
+        table.add_column(col, justify="right")
+    for name in figures["served"]:
+        a, b = figures["served"][name], figures["candidate"][name]
+        table.add_row(name, f"{a.recall:.3f}", f"→ {b.recall:.3f}", f"{a.precision:.3f}", f"→ {b.precision:.3f}",
+                      f"{a.false_on_questions} → {b.false_on_questions}")
+    out.print(table)
+    for what in ("misses", "wrong"):
+        for row in getattr(figures["candidate"]["all"], what)[:show]:
+            out.print(f"[dim]{version} {what}:[/] {row}")
+    scores = {side: {k: v.as_dict() for k, v in figures[side].items()} for side in ("served", "candidate")}
+    reg.annotate(version, extraction=scores["candidate"], judged_against={"version": served, **scores["served"]})
+    if promote_it:
+        decision = reg.decide(version, promoted, reason, scores["candidate"]["all"], scores["served"]["all"])
+        if decision.promoted:
+            out.print(f"[green]promoted {version}[/]: {reason}; the memory bot uses it (memory.extraction_adapter = "
+                      f"\"{env.config.memory.extraction_adapter}\")")
+        else:
+            out.print(f"[yellow]not promoted[/]: {reason}; still served: {decision.served or 'the base model'}")
+    else:
+        out.print(f"{'would promote' if promoted else 'would not promote'}: {reason}")
+    print(json.dumps({"version": version, "promoted": promoted and promote_it, "reason": reason, **scores}))
+
+
+def base_gguf_default() -> Path:
+    from shoal.engine.llama import default_model_path
+
+    return default_model_path()
+
+
+def _train_extraction(home: Path, gguf: Path, run_dir: Path, cfg: Any, n: int, seed: int, progress: Any) -> Any:
+    from shoal.learn.extraction import train_extraction
+
+    return train_extraction(home, gguf, run_dir, cfg, n_train=n, seed=seed, progress=progress)
+
+
+def _train_with_bar(run: Any) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+        TextColumn("[dim]{task.fields[note]}[/]"), TimeElapsedColumn(), TimeRemainingColumn(), console=out,
+    ) as bar:
+        task = bar.add_task("train", total=None, loss="…", note="loading the model")
+
+        def progress(step: int, total: int, loss: float | None, note: str) -> None:
+            fields: dict[str, Any] = {"note": note}
+            if loss is not None:
+                fields["loss"] = f"{loss:.3f}"
+            bar.update(task, completed=step, total=total, **fields)
+
+        return run(progress)
+
+
+async def _judge_extraction(env: Any, gguf: Path, items: list[dict[str, Any]], served: Path | None, candidate: Path) -> dict[str, Any]:
+    """FactScores per labelled file and overall, for what is served and for the candidate."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from shoal.backends.embedded import EmbeddedBackend
+    from shoal.learn.extraction import score_sets
+
+    backend = EmbeddedBackend("extraction", model_path=gguf, engine=env.config.engine)
+    figures: dict[str, Any] = {}
+    try:
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=out) as bar:
+            for side, path in (("served", served), ("candidate", candidate)):
+                task = bar.add_task(f"{side}: {path.parent.name if path else 'base model'}", total=len(items))
+                figures[side] = await score_sets(backend, items, adapter=str(path or ""), progress=lambda: bar.advance(task))
+    finally:
+        await backend.aclose()
+    return figures

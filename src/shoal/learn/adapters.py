@@ -149,8 +149,7 @@ class AdapterRegistry:
         """
         candidate_path = self.path_of(version)
         assert candidate_path is not None
-        served = self._served()
-        current = served["current"]
+        current = self.current
         if version == current:
             raise BadInput(f"{version} is already served for bot '{self.bot}'")
         val = self.val_examples(version)
@@ -178,7 +177,6 @@ class AdapterRegistry:
                 f"validation loss {_f(cur.val_loss)} → {_f(cand.val_loss)}; "
                 f"canary {_f(cur.canary_loss)} → {_f(cand.canary_loss)} (within {canary_margin})"
             )
-            self._write_served({"current": version, "history": [*served["history"], current]})
             promoted = True
         else:
             reason = (
@@ -187,9 +185,27 @@ class AdapterRegistry:
                 else f"canary loss {_f(cur.canary_loss)} → {_f(cand.canary_loss)} rises more than {canary_margin}: it forgets"
             )
             promoted = False
+        return self.decide(version, promoted, reason, cand.as_dict(), cur.as_dict())
+
+    def decide(
+        self, version: str, promoted: bool, reason: str, candidate: dict[str, Any], current: dict[str, Any]
+    ) -> Decision:
+        """Record a judgement of ``version`` against what is served (scored by the caller); serve it if ``promoted``."""
+        served = self._served()
+        was = served["current"]
+        if promoted:
+            self._write_served({"current": version, "history": [*served["history"], was]})
         self._log({"action": "promote", "version": version, "promoted": promoted, "reason": reason,
-                   "candidate": cand.as_dict(), "current": cur.as_dict(), "was": current})
-        return Decision(promoted, version, reason, cand.as_dict(), cur.as_dict(), self.current)
+                   "candidate": candidate, "current": current, "was": was})
+        return Decision(promoted, version, reason, candidate, current, self.current)
+
+    def annotate(self, version: str, **fields: Any) -> None:
+        """Add ``fields`` to the card of ``version`` (e.g. task scores measured after training)."""
+        card = {**self.card(version), **fields}
+        path = self.root / version / "card.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(card, indent=1))
+        tmp.replace(path)
 
     def rollback(self) -> str:
         """Serve what was served before the current adapter; the version now served."""

@@ -13,13 +13,24 @@ from typing import Awaitable, Callable, Literal
 
 from shoal.backends.base import Backend, generate
 from shoal.errors import ShoalError
-from shoal.memory.extract import FACT_SCHEMA, Candidate, Fact, extract, extraction_messages, is_personal, parse_model_output
+from shoal.memory.extract import (
+    FACT_SCHEMA,
+    Candidate,
+    Fact,
+    extract,
+    extraction_messages,
+    is_personal,
+    parse_model_output,
+    statements,
+)
 from shoal.memory.store import Memory, MemoryStore, NewMemory
 from shoal.types import ChatMessage, GenerateRequest, Priority, SamplingParams
 
 log = logging.getLogger(__name__)
 
 Extractor = Callable[[str], Awaitable[list[Candidate]]]
+#: (instruction, message) → the (role, content) pairs of an extraction prompt
+Prompt = Callable[[str, str], list[tuple[str, str]]]
 Consent = Literal["always", "ask", "never"]
 
 
@@ -33,7 +44,14 @@ class Ingested:
 
 @dataclass
 class ModelExtractor:
-    """Facts proposed by a model under a JSON schema; one retry on invalid output, then none."""
+    """Facts proposed by a model under a JSON schema; one retry on invalid output, then none.
+
+    With an extraction ``adapter`` (a GGUF LoRA file, or a function giving the file at each call
+    so that promoting one takes effect at the next message) the model is asked with the adapter's
+    own ``adapter_prompt`` (``learn.extraction``); without one, with the few-shot prompt.
+    A message that states nothing (only questions and requests) is not sent: ``extract()`` would
+    reject every candidate of it.
+    """
 
     backend: Backend
     model: str | None = None
@@ -41,11 +59,23 @@ class ModelExtractor:
     max_tokens: int = 128
     priority: Priority = Priority.MEMORY
     owner: str = "memory"
+    adapter: str | Callable[[], str] = ""
+    adapter_prompt: Prompt | None = None
     invalid: int = 0
     dropped: int = 0
 
+    def prompt(self) -> tuple[str, Prompt]:
+        """The adapter file to use now ("" = none) and the prompt that goes with it."""
+        path = self.adapter() if callable(self.adapter) else self.adapter
+        if path and self.adapter_prompt is not None:
+            return path, self.adapter_prompt
+        return "", extraction_messages
+
     async def __call__(self, text: str) -> list[Candidate]:
-        messages = [ChatMessage(role, content) for role, content in extraction_messages(self.instruction, text)]  # type: ignore[arg-type]
+        if not statements(text):
+            return []
+        adapter, prompt = self.prompt()
+        messages = [ChatMessage(role, content) for role, content in prompt(self.instruction, text)]  # type: ignore[arg-type]
         for _attempt in range(2):
             req = GenerateRequest(
                 messages=messages,
@@ -54,6 +84,7 @@ class ModelExtractor:
                 json_schema=FACT_SCHEMA,
                 priority=self.priority,
                 owner=self.owner,
+                adapter=adapter,
             )
             try:
                 out = await generate(self.backend, req)
