@@ -29,6 +29,14 @@ def page(live: LiveServer):  # type: ignore[no-untyped-def]
         assert not errors, errors
 
 
+def sign_in(page, url: str, name: str) -> None:  # type: ignore[no-untyped-def]
+    """Sign in through the login form as one of the site's people."""
+    page.goto(url)
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", PASSWORDS[name])
+    page.click("button:has-text('Sign in')")
+
+
 def test_sign_in_chat_watch_a_thought_and_forget_a_memory(page, live: LiveServer, site: Site) -> None:  # type: ignore[no-untyped-def]
     page.goto(live.url)
     page.fill("input[name=name]", "ana")
@@ -73,10 +81,7 @@ def test_sign_in_chat_watch_a_thought_and_forget_a_memory(page, live: LiveServer
 
 
 def test_a_plain_user_cannot_see_the_thinkers_thoughts_or_users_page(page, live: LiveServer, site: Site) -> None:  # type: ignore[no-untyped-def]
-    page.goto(live.url)
-    page.fill("input[name=name]", "bob")
-    page.fill("input[name=password]", PASSWORDS["bob"])
-    page.click("button:has-text('Sign in')")
+    sign_in(page, live.url, "bob")
     expect(page.locator("text=Users")).to_have_count(0)
     page.click("[data-test=new-chat]")
     page.fill("[data-test=composer]", "What should I cook tonight?")
@@ -99,10 +104,7 @@ def test_a_plain_user_cannot_see_the_thinkers_thoughts_or_users_page(page, live:
 
 
 def test_an_admin_sees_the_cluster_view(page, live: LiveServer, site: Site) -> None:  # type: ignore[no-untyped-def]
-    page.goto(live.url)
-    page.fill("input[name=name]", "root")
-    page.fill("input[name=password]", PASSWORDS["root"])
-    page.click("button:has-text('Sign in')")
+    sign_in(page, live.url, "root")
     page.click("[data-test=nav-cluster]")
     view = page.locator("[data-test=cluster-view]")
     row = view.locator("tr[data-server=local]")
@@ -116,10 +118,7 @@ def test_an_admin_gives_the_primary_the_calculator_and_the_call_shows_in_the_hea
 
     from .conftest import auth
 
-    page.goto(live.url)
-    page.fill("input[name=name]", "root")
-    page.fill("input[name=password]", PASSWORDS["root"])
-    page.click("button:has-text('Sign in')")
+    sign_in(page, live.url, "root")
     try:
         # the bot's Settings: the tools field saves the permission
         page.click("[data-test=nav-bots]")

@@ -13,8 +13,8 @@ import pytest
 from playwright.sync_api import expect
 
 from ..conftest import ARTIFACTS, LlamaServer
-from .conftest import PASSWORDS, SERVER_CONFIG, LiveServer, Site, auth, make_site, new_conversation, send_and_settle
-from .test_browser import page  # noqa: F401 (the browser page fixture, on this module's `live`)
+from .conftest import SERVER_CONFIG, LiveServer, Site, auth, make_site, new_conversation, send_and_settle
+from .test_browser import page, sign_in  # noqa: F401 (the browser page fixture, on this module's `live`)
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +44,7 @@ def live(site: Site) -> Iterator[LiveServer]:
 
 
 def test_the_headspace_shows_which_model_answers_and_why(page, live: LiveServer) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
-    page.goto(live.url)
-    page.fill("input[name=name]", "bob")
-    page.fill("input[name=password]", PASSWORDS["bob"])
-    page.click("button:has-text('Sign in')")
+    sign_in(page, live.url, "bob")
     page.click("[data-test=new-chat]")
 
     page.fill("[data-test=composer]", "write a python function that checks whether a word is a palindrome")

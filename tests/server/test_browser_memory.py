@@ -7,8 +7,8 @@ import re
 
 from playwright.sync_api import expect
 
-from .conftest import PASSWORDS, LiveServer, Site
-from .test_browser import page  # noqa: F401  (the Chromium fixture)
+from .conftest import LiveServer, Site
+from .test_browser import page, sign_in  # noqa: F401  (the Chromium fixture)
 
 
 def _settled(pg, n: int) -> str:  # type: ignore[no-untyped-def]
@@ -23,10 +23,7 @@ def _words(text: str) -> str:
 
 
 def test_remembered_facts_are_exactly_the_persons_and_the_thought_is_quoted(page, live: LiveServer, site: Site) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
-    page.goto(live.url)
-    page.fill("input[name=name]", "ana")
-    page.fill("input[name=password]", PASSWORDS["ana"])
-    page.click("button:has-text('Sign in')")
+    sign_in(page, live.url, "ana")
     page.click("[data-test=new-chat]")
     page.fill("[data-test=composer]", "Hi, I'm Rosa. I work as a dentist, I live in Bristol and I have a dog called Pepper.")
     page.click("[data-test=send]")
