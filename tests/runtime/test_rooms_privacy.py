@@ -81,3 +81,26 @@ async def test_a_persona_whose_reply_fails_gives_back_its_speaking_slot(home: Pa
         assert second.answer == ["sage"]
         analyser.answered("sage", "t2", ok=True)  # a reply that was written keeps its slot
         assert await analyser.limiter.blocked(persona) == "per_minute limit 1 reached"
+
+
+async def test_a_limit_counts_messages_by_when_they_were_stored_not_granted(home: Path) -> None:
+    """Two per minute: a slow reply granted first and a quick one granted second must both count a minute on
+    from when they were stored — counted by grant time, a third landed inside that minute."""
+    from shoal.config import BotConfig, RateLimits
+    from shoal.runtime.rooms import RateLimiter
+
+    async with Swarm(env_for(home)) as swarm:
+        persona = BotConfig(name="sage", role="persona", rate=RateLimits(per_minute=2))
+        limiter = RateLimiter(swarm.conversations)
+        t0 = 1_000_000.0
+        slow = await limiter.reserve(persona, at=t0)
+        quick = await limiter.reserve(persona, at=t0 + 1)
+        assert slow is not None and quick is not None
+        assert await limiter.blocked(persona, at=t0 + 2) == "per_minute limit 2 reached"  # both still being written
+        limiter.sent("sage", quick, when=t0 + 2)
+        limiter.sent("sage", slow, when=t0 + 30)
+        # a minute after the grants, both messages are still inside the last minute
+        assert await limiter.blocked(persona, at=t0 + 61) == "per_minute limit 2 reached"
+        assert await limiter.blocked(persona, at=t0 + 62.5) is None  # the quick one has left it
+        assert await limiter.reserve(persona, at=t0 + 62.5) is not None
+        assert await limiter.blocked(persona, at=t0 + 63) == "per_minute limit 2 reached"

@@ -66,12 +66,12 @@ class PersonaBot(Bot):
         except ShoalError as exc:
             status, error = "error", str(exc)
             log.warning("persona %s failed in %s: %s", self.name, conversation, exc)
-        if self.ctx.rooms is not None:
-            # a reply that failed did not use its speaking slot: give it back
-            self.ctx.rooms.answered(self.name, turn, ok=status != "error")
         text = clean_reply("".join(parts), (self.name,)) or ("…" if status == "complete" else "")
         if text:
             await store.add_message(conversation, "assistant", text, bot=self.name, status=status, reply_to=turn, message_id=message_id)
+        if self.ctx.rooms is not None:
+            # counted by when its message was stored; a reply that failed did not use its slot: given back
+            self.ctx.rooms.answered(self.name, turn, ok=status != "error" and bool(text))
         await self.emit(
             ReplyEnd(
                 conversation=conversation, turn=turn, message_id=message_id, text=text,

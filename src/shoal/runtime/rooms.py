@@ -42,11 +42,20 @@ DAY = 86_400.0
 
 
 class RateLimiter:
-    """Sliding-window limits per persona; grants reserve a slot at once."""
+    """Sliding-window limits per persona; grants reserve a slot at once.
+
+    A limit is about the messages people see, so a slot counts by when its
+    message was stored (``sent``), and a slot whose reply is still being
+    written counts as now, whenever it was granted: replies take different
+    times to write, and counting them by grant time let ten messages land in
+    one minute under a limit of nine.
+    """
 
     def __init__(self, store: "ConversationStore") -> None:
         self.store = store
         self._times: dict[str, deque[float]] = {}
+        #: slots granted whose reply is not stored yet
+        self._pending: dict[str, list[float]] = {}
 
     async def _load(self, bot: str) -> deque[float]:
         if bot not in self._times:
@@ -60,8 +69,9 @@ class RateLimiter:
         times = await self._load(persona.name)
         while times and times[0] < t - DAY:
             times.popleft()
+        pending = len(self._pending.get(persona.name, ()))
         for name, seconds, limit in persona.rate.windows():
-            used = sum(1 for x in times if x > t - seconds)
+            used = sum(1 for x in times if x > t - seconds) + pending
             if used >= limit:
                 return f"{name} limit {limit} reached"
         return None
@@ -71,14 +81,19 @@ class RateLimiter:
         t = time.time() if at is None else at
         if await self.blocked(persona, t):
             return None
-        self._times[persona.name].append(t)
+        self._pending.setdefault(persona.name, []).append(t)
         return t
 
     def release(self, persona: str, at: float) -> None:
         """Give back a slot a persona did not use (its reply failed)."""
-        times = self._times.get(persona)
-        if times and at in times:
-            times.remove(at)
+        pending = self._pending.get(persona)
+        if pending and at in pending:
+            pending.remove(at)
+
+    def sent(self, persona: str, at: float, when: float | None = None) -> None:
+        """The reply of the slot granted at ``at`` is stored (``when``: now): it counts by when that was."""
+        self.release(persona, at)
+        self._times.setdefault(persona, deque()).append(time.time() if when is None else when)
 
 
 @dataclass
@@ -112,8 +127,8 @@ class RoomAnalyser:
     def answered(self, persona: str, turn: str | None, *, ok: bool) -> None:
         """The persona's reply to ``turn`` is done: a failed one gives its slot back."""
         at = self._slots.pop((persona, turn), None)
-        if at is not None and not ok:
-            self.limiter.release(persona, at)
+        if at is not None:
+            self.limiter.sent(persona, at) if ok else self.limiter.release(persona, at)
 
     async def decide(self, room: RoomConfig, personas: list[BotConfig], text: str, turn: str | None = None) -> Decision:
         words = set(_WORD.findall(text.lower()))
