@@ -62,7 +62,7 @@ name = "arith1"
 corpus = "harness"
 tokenizer = "char"
 envs = ["arith"]
-levels = [1]
+levels = [1, 2]
 n_tasks = 3000
 [model]
 n_layer = 2
@@ -70,12 +70,12 @@ n_head = 2
 n_embd = 64
 block_size = 32
 [train]
-iters = 1000
+iters = 1500
 batch_size = 32
 lr = 6e-3
 warmup = 20
-eval_every = 1000
-ckpt_every = 1000
+eval_every = 1500
+ckpt_every = 1500
 eval_iters = 2
 threads = 1
 """
@@ -83,7 +83,11 @@ threads = 1
 
 @pytest.fixture(scope="session")
 def arith_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A µLM trained on one-digit arithmetic with the calculator tool (seconds)."""
+    """A µLM trained on one- and two-digit arithmetic with the calculator tool (seconds).
+
+    Two-digit tasks are too many to memorise, so the model must learn to copy the calculator's result into
+    its answer; trained on one-digit tasks only, it memorised their answers, and on a CPU whose kernels round
+    differently (AVX-512/AMX) it answered the held-out 7*8 with a memorised "A: 54" after the tool said 56."""
     from shoal.ulm.train import train
 
     run = tmp_path_factory.mktemp("arith") / "arith1"
