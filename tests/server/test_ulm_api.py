@@ -13,8 +13,8 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
 from ..conftest import ARTIFACTS
-from .conftest import PASSWORDS, LiveServer, Site, auth, make_site, wait_for
-from .test_browser import ARGS, CHROMIUM
+from .conftest import LiveServer, Site, auth, make_site, wait_for
+from .test_browser import ARGS, CHROMIUM, sign_in
 
 CONFIG = """
 [[servers]]
@@ -185,10 +185,7 @@ def page(live: LiveServer) -> Iterator[Page]:
 def test_the_ulm_view_draws_a_live_curve_and_a_search_with_verdicts(
     trained: dict[str, Any], page: Page, live: LiveServer, http: httpx.Client, site: Site
 ) -> None:
-    page.goto(live.url)
-    page.fill("input[name=name]", "ana")
-    page.fill("input[name=password]", PASSWORDS["ana"])
-    page.click("button:has-text('Sign in')")
+    sign_in(page, live.url, "ana")
     page.click("[data-test=nav-ulm]")
     row = page.locator("[data-test=runs] tr[data-run=ana-tiny]")
     expect(row.locator("[data-test=run-state]")).to_have_text("finished")
