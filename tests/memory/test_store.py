@@ -205,3 +205,40 @@ async def test_feedback_ranks_the_candidates_by_a_query_moved_towards_the_best_f
     assert any("feedback" in m.why for m in found)
     off = await mem.search(ana, "Does she have a dog?", limit=3)  # off by default
     assert all("feedback" not in m.why for m in off)
+
+
+async def test_a_question_naming_a_speaker_searches_that_speakers_words(stores) -> None:  # type: ignore[no-untyped-def]
+    """A transcript's turns keep their speaker; "What did Caroline ...?" is about Caroline's words,
+    and in the other speaker's turns her name is mostly a form of address."""
+    from shoal.memory.pipeline import ingest
+
+    mem, ana, bob, _ = stores
+    turns = [
+        ("Melanie", "Wow, Caroline, that's great! I signed up for a pottery class and I research glazes."),
+        ("Caroline", "I've been researching adoption agencies, it's been a dream to have a family."),
+        ("Melanie", "Caroline, you should research the agencies with care, Caroline!"),
+        ("Caroline", "Thanks Mel! Painting helps me relax after work."),
+    ]
+    prev = None
+    for i, (who, text) in enumerate(turns):
+        out = await ingest(mem, user_id=ana, conversation_id=None, message_id=f"t{i}", text=text, speaker=who, previous=prev)
+        prev = out.raw
+    await ingest(mem, user_id=bob, conversation_id=None, message_id="b0", text="I research comets.", speaker="Zed")
+    assert await mem.db.read(lambda c: mem.speakers(c, ana)) == ["Caroline", "Melanie"]
+    assert await mem.db.read(lambda c: mem.speakers(c, bob)) == ["Zed"]  # one person's speakers are theirs
+
+    found = await mem.search(ana, "What did Caroline research?", limit=3)
+    assert found[0].sources == ["t1"] and found[0].speaker == "Caroline"
+    assert {m.speaker for m in found} == {"Caroline"}
+    # possessive and lower case name her too; Melanie's turns stay findable by her name
+    assert {m.speaker for m in await mem.search(ana, "what is caroline's dream?", limit=3)} == {"Caroline"}
+    assert (await mem.search(ana, "What class did Melanie sign up for?", limit=1))[0].sources == ["t0"]
+    # naming both, or nobody, searches everyone's words
+    both = await mem.search(ana, "What did Caroline and Melanie research?", limit=4)
+    assert {m.speaker for m in both} == {"Caroline", "Melanie"}
+    # off (the bench's --ablate speaker): the other speaker's turn that says her name three times wins
+    off = await mem.search(ana, "What did Caroline research?", limit=3, weights=Weights(speaker=0))
+    assert "Melanie" in {m.speaker for m in off}
+    # the filter never reaches across people: bob's "Zed" is not a speaker of ana's
+    assert await mem.search(ana, "What does Zed research?", limit=5)
+    assert {m.user_id for m in await mem.search(ana, "What does Zed research?", limit=5)} == {ana}

@@ -154,7 +154,7 @@ async def ingest(
         NewMemory(
             user_id, "raw", note, sources=[message_id], method="message", bot=bot,
             conversation_id=conversation_id, created_at=created_at,
-            before=previous.text if previous else None, previous=previous.id if previous else None,
+            before=previous.text if previous else None, previous=previous.id if previous else None, speaker=speaker,
         )
     ]
     # facts stated in the same clause are one memory with several attributes
@@ -166,7 +166,7 @@ async def ingest(
             NewMemory(
                 user_id, "fact", clause if not speaker else f"{speaker}: {clause}", group[0].attribute, group[0].value,
                 [message_id], "+".join(dict.fromkeys(f.method for f in group)), bot, conversation_id, created_at,
-                facts=[(f.attribute, f.value) for f in group],
+                facts=[(f.attribute, f.value) for f in group], speaker=speaker,
             )
         )
     stored = await store.add_many(items)

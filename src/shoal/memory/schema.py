@@ -164,3 +164,18 @@ def m011_fact_attributes(conn: Any) -> None:
             WHERE kind = 'fact' AND attribute IS NOT NULL;
         """,
     )
+
+
+@migration
+def m012_memory_speakers(conn: Any) -> None:
+    """Who said what a memory holds, when that is not the person themself: the speaker of an
+    imported transcript's turn, the bot that wrote a reply. A question that names one of them
+    ("What did Caroline research?", "what did Sage say about Lisbon?") searches their words;
+    NULL is the person's own."""
+    run_script(
+        conn,
+        """
+        ALTER TABLE memories ADD COLUMN speaker TEXT;
+        CREATE INDEX memories_speaker ON memories(user_id, speaker);
+        """,
+    )
