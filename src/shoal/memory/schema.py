@@ -171,11 +171,13 @@ def m012_memory_speakers(conn: Any) -> None:
     """Who said what a memory holds, when that is not the person themself: the speaker of an
     imported transcript's turn, the bot that wrote a reply. A question that names one of them
     ("What did Caroline research?", "what did Sage say about Lisbon?") searches their words;
-    NULL is the person's own."""
+    NULL is the person's own. Memories by time: a question naming a date searches what was said then."""
     run_script(
         conn,
         """
         ALTER TABLE memories ADD COLUMN speaker TEXT;
         CREATE INDEX memories_speaker ON memories(user_id, speaker);
+        -- what was said around a date a question names ("in December 2023"), and the years a user's memories span
+        CREATE INDEX memories_time ON memories(user_id, created_at);
         """,
     )

@@ -27,12 +27,14 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
 from shoal.engine.cpu import BUDGET
 from shoal.errors import NotFound
+from shoal.memory import when
 from shoal.memory.embed import DIM
 from shoal.store.db import Conn, Database, now
 from shoal.store.ids import new_id
@@ -183,14 +185,16 @@ def fts_query(text: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Weights:
-    """Reciprocal-rank fusion weights: score = Σ w / (k + rank), one term per signal.
+    """Reciprocal-rank fusion weights: score = Σ w / (k + rank), one term per signal (``date`` and
+    ``when`` are flat bonuses, ``speaker`` a switch).
 
-    Chosen on LoCoMo conversations 1-5 and checked on 6-10 (docs/memory.md).
+    Chosen on LoCoMo conversations 1-5 and checked on 6-10 (docs/memory.md); every one can be
+    switched off in the bench (``bench/memory_locomo.py --ablate NAME``) to see what it earns.
     """
 
     vector: float = 1.0        # the memory's own text
-    before: float = 0.5        # its text with the message before it
-    after: float = 0.5         # its text with the message after it
+    before: float = 1.0        # its text with the message before it
+    after: float = 1.0         # its text with the message after it
     sentence: float = 1.0      # its best-matching sentence
     keyword: float = 1.0       # BM25 on its text
     keyword_context: float = 1.5  # BM25 on its text and surrounding messages
@@ -207,7 +211,11 @@ class Weights:
     #: embeds it in the first person ("What did I research?"). On LoCoMo 96% of such questions'
     #: evidence is the named speaker's (docs/memory.md)
     speaker: float = 1.0
-    k: int = 10
+    #: flat bonuses, not ranks: a memory made in the window of a date the question names ("in
+    #: December 2023", memory.when), and, for a question asking when, a memory that says when
+    date: float = 0.3
+    when: float = 0.2
+    k: int = 7
 
     @property
     def uses_vectors(self) -> bool:
@@ -750,11 +758,16 @@ class MemoryStore:
         pool = max(40, limit * 4)
         # a question about one speaker: their words, asked as they would ask them (Weights.speaker)
         speaker, vector_query, keyword_query = None, query, query
-        if w.speaker > 0:
-            named = named_speakers(query, await self.db.read(lambda c: self.speakers(c, user_id)))
+        dated = w.date > 0 and when.mentions_time(query)
+        if w.speaker > 0 or dated:
+            speakers, years = await self.db.read(
+                lambda c: (self.speakers(c, user_id) if w.speaker > 0 else [], self.years(c, user_id) if dated else [])
+            )
+            named = named_speakers(query, speakers)
             if len(named) == 1:
                 speaker = named[0]
                 vector_query, keyword_query = as_first_person(query, speaker), without_name(query, speaker)
+        spans = when.windows(query, years=years) if dated else []
         want_vector = query_vector is None and self.vectors and w.uses_vectors and (wait_for_vectors or self.embedder.ready)
         # keywords need no vector: search them while the query is being embedded
         embedding = asyncio.ensure_future(self.embedder.embed([vector_query])) if want_vector else None
@@ -769,7 +782,8 @@ class MemoryStore:
         def fn(c: Conn) -> list[Memory]:
             found = self._search(
                 c, user_id, keyword_lists, query_vector, pool, kinds, bots, include_superseded, exclude, skip_sources,
-                skip_raw, w, limit if not distinct_sources else pool, conversation, speaker,
+                skip_raw, w, limit if not distinct_sources else pool, conversation, speaker, spans,
+                w.when > 0 and when.asks_when(query),
             )
             if not distinct_sources:
                 return found
@@ -791,6 +805,13 @@ class MemoryStore:
 
     #: most distinct speakers read for one user (a transcript has a handful; bots add a few)
     MAX_SPEAKERS = 256
+
+    def years(self, c: Conn, user_id: str) -> list[int]:
+        """The calendar years ``user_id``'s memories span (a month named without a year is in one of them)."""
+        lo, hi = c.execute("SELECT min(created_at), max(created_at) FROM memories WHERE user_id = ?", (user_id,)).fetchone()
+        if lo is None:
+            return []
+        return list(range(datetime.fromtimestamp(lo).year, datetime.fromtimestamp(hi).year + 1))
 
     def speakers(self, c: Conn, user_id: str) -> list[str]:
         """Everyone but the person who said something in ``user_id``'s memories (index skip-scan)."""
@@ -875,9 +896,17 @@ class MemoryStore:
         limit: int,
         conversation: str | None = None,
         speaker: str | None = None,
+        spans: Sequence[tuple[float, float]] = (),
+        asks_when: bool = False,
     ) -> list[Memory]:
         lists: dict[str, list[int]] = dict(keyword_lists)  # signal -> memory rowids, best first
         candidates: set[int] = {rid for order in lists.values() for rid in order}
+        for start, end in spans:
+            # what was said around a date the question names is a candidate whatever its words
+            candidates.update(r[0] for r in c.execute(
+                "SELECT rowid FROM memories WHERE user_id = ? AND created_at BETWEEN ? AND ? ORDER BY created_at LIMIT ?",
+                (user_id, start, end, pool),
+            ))
         if qvec is not None:
             # first pass: hamming distance on 384 bits, over this user's vectors only
             candidates.update(self.index.nearest(c, user_id, qvec, min(pool * 2, KNN_MAX_K)))
@@ -941,6 +970,14 @@ class MemoryStore:
                         why.setdefault(rid, {})[name] = rank
 
         fuse(list(lists))
+        for rid in scores:
+            r = live[rid]
+            if spans and any(a <= r["created_at"] <= b for a, b in spans):
+                scores[rid] += w.date
+                why.setdefault(rid, {})["date"] = 1
+            if asks_when and when.says_when(r["text"]):
+                scores[rid] += w.when
+                why.setdefault(rid, {})["when"] = 1
         best_first = sorted(scores, key=lambda rid: (scores[rid], live[rid]["created_at"]), reverse=True)
         if qvec is not None and sims and w.feedback > 0 and w.feedback_top > 0:
             # second round: the query moved towards what the first round found best
