@@ -189,7 +189,6 @@ class MemoryBot(Bot):
                         before=previous.text if previous else None,
                         previous=previous.id if previous else None,
                         verbatim_of=ev.message_id,
-                        speaker=ev.bot,
                     )
                 ]
             )

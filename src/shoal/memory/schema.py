@@ -168,10 +168,10 @@ def m011_fact_attributes(conn: Any) -> None:
 
 @migration
 def m012_memory_speakers(conn: Any) -> None:
-    """Who said what a memory holds, when that is not the person themself: the speaker of an
-    imported transcript's turn, the bot that wrote a reply. A question that names one of them
-    ("What did Caroline research?", "what did Sage say about Lisbon?") searches their words;
-    NULL is the person's own. Memories by time: a question naming a date searches what was said then."""
+    """Who said what a memory holds, in a transcript of several speakers (an imported chat, a
+    benchmark's dialogue): a question that names one of them ("What did Caroline research?")
+    searches their words. NULL is the person's own (every message of a shoal chat). And memories
+    by time: a question that names a date searches what was said then."""
     run_script(
         conn,
         """

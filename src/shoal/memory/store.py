@@ -68,7 +68,7 @@ class Memory:
     updated_at: float = 0.0
     superseded_by: str | None = None
     supersedes: str | None = None
-    #: who said it when not the person themself (a transcript's speaker, the bot of a reply)
+    #: who said it, in a transcript of several speakers (``ingest(speaker=...)``); None: the person
     speaker: str | None = None
     score: float = 0.0
     #: cosine similarity to the query (0 when found by keyword only)
