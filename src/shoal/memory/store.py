@@ -159,8 +159,10 @@ def named_speakers(query: str, speakers: Iterable[str]) -> list[str]:
     return [s for s in speakers if s and re.search(r"(?<![\w])" + re.escape(s.lower()) + r"(?![\w])", low)]
 
 
-def without_name(query: str, name: str) -> str:
-    return re.sub(r"(?<![\w])" + re.escape(name) + r"(?:'s)?(?![\w])", " ", query, flags=re.I)
+def without_names(query: str, names: Sequence[str]) -> str:
+    for name in names:
+        query = re.sub(r"(?<![\w])" + re.escape(name) + r"(?:'s)?(?![\w])", " ", query, flags=re.I)
+    return query
 
 
 def spoken(text: str, speaker: str | None) -> str:
@@ -168,12 +170,17 @@ def spoken(text: str, speaker: str | None) -> str:
     return text[len(speaker) + 2 :] if speaker and text.startswith(f"{speaker}: ") else text
 
 
-def as_first_person(query: str, name: str) -> str:
-    """The question as the speaker would put it about their own words: "What did Caroline
-    research?" → "What did I research?", "Caroline's" → "my". What they said is in the first
-    person, and the embedding matches it much better so (LoCoMo recall@10 +0.03, docs/memory.md)."""
-    query = re.sub(r"(?<![\w])" + re.escape(name) + r"'s(?![\w])", "my", query, flags=re.I)
-    return re.sub(r"(?<![\w])" + re.escape(name) + r"(?![\w])", "I", query, flags=re.I)
+def as_first_person(query: str, names: Sequence[str]) -> str:
+    """The question as the speakers would put it about their own words: "What did Caroline
+    research?" → "What did I research?" ("Caroline's" → "my"); with several, "Did John and James
+    study together?" → "Did we study together?". What people say is in the first person, and the
+    embedding matches it much better so (docs/memory.md)."""
+    alt = "|".join(re.escape(n) for n in names)
+    me, mine = ("I", "my") if len(names) == 1 else ("we", "our")
+    if len(names) > 1:
+        query = re.sub(rf"(?<![\w])(?:{alt})(?:'s)?(?:\s*(?:,|and|&)\s*(?:{alt})(?:'s)?)+(?![\w])", me, query, flags=re.I)
+    query = re.sub(rf"(?<![\w])(?:{alt})'s(?![\w])", mine, query, flags=re.I)
+    return re.sub(rf"(?<![\w])(?:{alt})(?![\w])", me, query, flags=re.I)
 
 
 def fts_query(text: str) -> str | None:
@@ -207,10 +214,11 @@ class Weights:
     feedback_top: int = 2
     feedback_mix: float = 0.5
     #: not a rank: at > 0 a question naming exactly one speaker ("What did Caroline research?")
-    #: searches that speaker's words and the person's own, leaves the name out of the keyword
-    #: query (in the other speakers' turns it is mostly a form of address: "Wow, Caroline!") and
-    #: embeds it in the first person ("What did I research?"). On LoCoMo 96% of such questions'
-    #: evidence is the named speaker's (docs/memory.md)
+    #: searches that speaker's words and the person's own; and a question naming speakers leaves
+    #: their names out of the keyword query (in others' turns a name is mostly a form of address:
+    #: "Wow, Caroline!") and is embedded in the first person ("What did I research?", "Did we
+    #: study together?"). On LoCoMo 96% of a one-speaker question's evidence is that speaker's
+    #: (docs/memory.md)
     speaker: float = 1.0
     #: flat bonuses, not ranks: a memory made in the window of a date the question names ("in
     #: December 2023", memory.when), and, for a question asking when, a memory that says when
@@ -765,9 +773,10 @@ class MemoryStore:
                 lambda c: (self.speakers(c, user_id) if w.speaker > 0 else [], self.years(c, user_id) if dated else [])
             )
             named = named_speakers(query, speakers)
-            if len(named) == 1:
-                speaker = named[0]
-                vector_query, keyword_query = as_first_person(query, speaker), without_name(query, speaker)
+            if named:
+                # one speaker: only their words; several: everyone's, but asked as "we" all the same
+                speaker = named[0] if len(named) == 1 else None
+                vector_query, keyword_query = as_first_person(query, named), without_names(query, named)
         spans = when.windows(query, years=years) if dated else []
         want_vector = query_vector is None and self.vectors and w.uses_vectors and (wait_for_vectors or self.embedder.ready)
         # keywords need no vector: search them while the query is being embedded
