@@ -168,3 +168,30 @@ def test_rules_carry_over_to_new_shapes_and_languages(message: str, expected: se
 def test_no_fact_from_sarcasm_other_people_or_indecision(message: str) -> None:
     facts, _ = extract(message)
     assert [(f.attribute, f.value) for f in facts if f.attribute != "family"] == []
+
+
+@pytest.mark.parametrize(
+    ("message", "attribute", "value"),
+    [
+        ("my oldest friend is allergic to shellfish so we never eat out", "allergy", "shellfish"),  # a friend's
+        ("a colleague of mine is allergic to peanuts", "allergy", "peanuts"),
+        ("my sister's cat is called Tom", "pet", "cat Tom"),  # the sister's cat
+        ("I go climbing, usually somewhere in Snowdonia", "location", "Snowdonia"),  # where they go, not live
+        ("Booked it! I'm flying to Lima for three weeks in March", "location", "Lima"),
+        ("I moved down to Bristol in May", "employer", "Bristol"),  # a place, not said as work
+        ("peanuts and I don't mix, proper allergy", "allergy", "allergy"),  # the kind is not its value
+    ],
+)
+def test_a_model_candidate_about_someone_else_or_somewhere_else_is_rejected(message: str, attribute: str, value: str) -> None:
+    facts, rejected = extract(message, [Candidate(attribute, value, "model")])
+    assert (attribute, value) not in [(f.attribute, f.value) for f in facts]
+    assert [c.value for c, _ in rejected if c.method == "model"] == [value]
+
+
+def test_a_model_candidate_said_about_the_speaker_is_kept() -> None:
+    for message, attribute, value in [
+        ("honestly Deloitte has been my whole career", "employer", "Deloitte"),
+        ("peanuts make my throat swell, allergic since I was a kid", "allergy", "peanuts"),
+    ]:
+        facts, _ = extract(message, [Candidate(attribute, value, "model")])
+        assert [(f.attribute, f.value, f.method) for f in facts] == [(attribute, value, "model")]

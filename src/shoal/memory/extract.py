@@ -389,12 +389,24 @@ _RELATION_WORD = re.compile(r"\b(?:" + _RELATION + r"|child|children|kids?|sons?
 _ANIMAL_WORD = re.compile(r"\b(?:" + _ANIMAL + r"|pets?)\b", re.I)
 
 
+#: someone else the clause is about, with a word or two between ("my best friend is allergic to nuts",
+#: "a mate of mine is ...", "my neighbour's dog"): what the model reads as the speaker's fact is theirs
+_SOMEONE_ELSE = re.compile(
+    r"^\s*(?:(?:my|our)\s+(?:[a-z]+\s+){0,2}?(?:friend|boss|neighbou?r|colleague|mate|flatmate|roommate|partner's|"
+    + _RELATION + r"'s)s?(?:'s)?|an?\s+(?:[a-z]+\s+)?(?:friend|mate|colleague|neighbou?r)\s+of\s+(?:mine|ours))\b"
+    r"(?!\s+(?:and i|& i))",
+    re.I,
+)
+
+
 def _about_the_speaker(attribute: str, clause: str, value: str = "") -> bool:
     """Whether ``clause`` states something about the speaker (what the model's candidates must do).
 
     A family or pet fact must say which relation or animal it is ("sister Anna", "cat Tom"): a bare
-    name ("Bob") is not one."""
+    name ("Bob") is not one, and a friend's or a neighbour's is not the speaker's."""
     if not _FIRST_PERSON.search(clause):
+        return False
+    if attribute != "family" and _SOMEONE_ELSE.match(clause):
         return False
     if attribute == "family":
         return bool(_RELATION_WORD.search(value))
@@ -495,6 +507,20 @@ _FAMILY_VALUE = re.compile(
 )
 
 
+#: a place said as somewhere they go, not where they live ("off to Vietnam", "hiking in the Peak District")
+_AWAY = re.compile(
+    r"\b(?:off to|going to|heading(?: off)? to|flying to|fly to|trip|travel\w*|visit\w*|holiday\w*|vacation\w*|"
+    r"flights?|booked|hik\w*|walk\w*|climb\w*|camp\w*|weekend|somewhere|day out|tour\w*)\b",
+    re.I,
+)
+#: an employer is said with work ("I work for ...", "a nurse at ...", "joined Monzo")
+_WORK_WORDS = re.compile(
+    r"\b(?:work\w*|job|employ\w*|compan\w*|firm|join\w*|hired|intern\w*|staff|contract\w*|career|"
+    r"boss|office|shift\w*|at|for|with)\b",
+    re.I,
+)
+
+
 def plausible(attribute: str, value: str, clause: str) -> str | None:
     """Why a *model* candidate cannot be what it says it is, or None.
 
@@ -505,18 +531,24 @@ def plausible(attribute: str, value: str, clause: str) -> str | None:
     """
     v = value.strip()
     words = v.split()
+    if v.lower().rstrip("s") in (attribute, "allergic", "pet", "hobby", "plan", "family"):
+        return "the value is only the kind of fact"
     if attribute == "name":
         if not (1 <= len(words) <= 2 and all(w[:1].isupper() for w in words)):
             return "a name is one or two capitalised words"
     elif attribute == "location":
         if not v[:1].isupper() or len(words) > 4:
             return "a place is capitalised"
+        if _AWAY.search(_before(keywords(v), clause) or ""):
+            return "a place they go to, not where they live"
     elif attribute == "job":
         if len(words) > 4 or not any(w.lower().strip(".,") in _JOB_WORDS or _JOB_SHAPE.search(w) for w in words):
             return "not a job word"
     elif attribute == "employer":
         if not v[:1].isupper() and not v.lower().startswith("the "):
             return "an employer is a capitalised name"
+        if not _WORK_WORDS.search(clause):
+            return "not said as where they work"
     elif attribute == "age":
         if not _AGE_VALUE.match(v) or (v.isdigit() and not 1 <= int(v) <= 120):
             return "an age is a number"
