@@ -176,9 +176,9 @@ def import_(
             raise BadInput("memory.consent is \"never\" in your shoal.toml: nothing is remembered",
                            hint='set [memory] consent = "always" (or "ask") to import a transcript')
         turns = read_transcript(path)
-        if me is not None and me not in {t["speaker"] for t in turns}:
-            raise BadInput(f"--me {me!r} says no turn of {path}",
-                           hint=f"the speakers are: {', '.join(sorted({t['speaker'] for t in turns}))}")
+        speakers = sorted({t["speaker"] for t in turns})
+        if me is not None and me not in speakers:
+            raise BadInput(f"--me {me!r} says no turn of {path}", hint=f"the speakers are: {', '.join(speakers)}")
         async with opened(user) as (store, who):
             with out.status("loading the embedding model…"):
                 await store.embedder.warm_up()
@@ -193,7 +193,6 @@ def import_(
                                        facts_about_speaker=t["speaker"] == me)
                     prev, facts = got.raw or prev, facts + len(got.facts)
                     progress.advance(task)
-            speakers = sorted({t["speaker"] for t in turns})
             out.print(f"remembered {len(turns)} turns of {', '.join(speakers)} for {who.name} "
                       f"({facts} facts about you{'' if me else ': none without --me'}); "
                       f"ask e.g. [bold]shoal memory search \"what did {speakers[0]} say about …\"[/]")

@@ -23,7 +23,7 @@ from shoal.memory.extract import (
     parse_model_output,
     statements,
 )
-from shoal.memory.store import Memory, MemoryStore, NewMemory
+from shoal.memory.store import Memory, MemoryStore, NewMemory, note_text
 from shoal.types import ChatMessage, GenerateRequest, Priority, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -100,10 +100,6 @@ class ModelExtractor:
         return []
 
 
-def note_text(text: str, speaker: str | None) -> str:
-    return f"{speaker}: {text}" if speaker else text
-
-
 async def ingest(
     store: MemoryStore,
     *,
@@ -164,7 +160,7 @@ async def ingest(
     for clause, group in by_clause.items():
         items.append(
             NewMemory(
-                user_id, "fact", clause if not speaker else f"{speaker}: {clause}", group[0].attribute, group[0].value,
+                user_id, "fact", note_text(clause, speaker), group[0].attribute, group[0].value,
                 [message_id], "+".join(dict.fromkeys(f.method for f in group)), bot, conversation_id, created_at,
                 facts=[(f.attribute, f.value) for f in group], speaker=speaker,
             )

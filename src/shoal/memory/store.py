@@ -165,8 +165,13 @@ def without_names(query: str, names: Sequence[str]) -> str:
     return query
 
 
+def note_text(text: str, speaker: str | None) -> str:
+    """What a memory of a transcript's turn reads: its words under its speaker's label."""
+    return f"{speaker}: {text}" if speaker else text
+
+
 def spoken(text: str, speaker: str | None) -> str:
-    """A memory's words without its speaker's label ("Caroline: I paint" → "I paint")."""
+    """A memory's words without its speaker's label (``note_text`` undone: "Caroline: I paint" → "I paint")."""
     return text[len(speaker) + 2 :] if speaker and text.startswith(f"{speaker}: ") else text
 
 
@@ -767,6 +772,8 @@ class MemoryStore:
         pool = max(40, limit * 4)
         # a question about one speaker: their words, asked as they would ask them (Weights.speaker)
         speaker, vector_query, keyword_query = None, query, query
+        speakers: list[str] = []
+        years: list[int] = []
         dated = w.date > 0 and when.mentions_time(query)
         if w.speaker > 0 or dated:
             speakers, years = await self.db.read(
@@ -813,7 +820,7 @@ class MemoryStore:
     #: would add little to BM25 and make FTS5 score every one of them
     MAX_TERM_DF = 2000
 
-    #: most distinct speakers read for one user (a transcript has a handful; bots add a few)
+    #: most distinct speakers read for one user (a transcript has a handful)
     MAX_SPEAKERS = 256
 
     def years(self, c: Conn, user_id: str) -> list[int]:
